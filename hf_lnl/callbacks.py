@@ -1,0 +1,134 @@
+"""`WrongEventCallback`: wrong-event counts and a noise report on an unchanged `transformers.Trainer`."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch import nn
+from transformers import TrainerCallback
+
+from .distributed import is_main_process
+from .state import load_state, save_state
+from .tracking import WrongEventTracker
+
+
+class WrongEventCallback(TrainerCallback):
+    """Count per-sample wrong events on a plain `Trainer` (the same tracker `NoisyLabelTrainer` uses).
+
+    Callbacks never see batches, so the callback hooks the model's forward: a pre-hook takes the `sample_index`
+    out of the inputs (the model never sees it) and a forward hook counts the training forward's predictions.
+    Supported set-up: add the index column with `hf_lnl.add_sample_index` and keep it in the batches with
+    `remove_unused_columns=False` (with the default collators, every column must then be a model input or the
+    label). State is saved as `hf_lnl_state.safetensors` in every checkpoint and restored on resume.
+
+    Args:
+        sample_index_column: Name of the per-sample id column.
+        num_samples: Training-set size; by default taken from the training dataloader's dataset.
+
+    Example:
+        >>> train = add_sample_index(train)
+        >>> callback = WrongEventCallback()
+        >>> args = TrainingArguments("out", remove_unused_columns=False)
+        >>> Trainer(model=model, args=args, train_dataset=train, callbacks=[callback]).train()
+        >>> report = callback.noise_report()
+    """
+
+    def __init__(self, sample_index_column: str = "sample_index", num_samples: int | None = None):
+        self.sample_index_column = sample_index_column
+        self.num_samples = num_samples
+        self.tracker: WrongEventTracker | None = None
+        self._handles: list[Any] = []
+        self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+
+    # ------------------------------------------------------------------------------------ callback events
+    def on_train_begin(self, args, state, control, model: nn.Module | None = None, train_dataloader=None, **kwargs):
+        dataset = getattr(train_dataloader, "dataset", None)
+        self._check_setup(args, dataset)
+        num_samples = self.num_samples or len(dataset)
+        if self.tracker is None or self.tracker.num_samples != num_samples:
+            self.tracker = WrongEventTracker(num_samples, num_views=1, device=args.device)
+        if state.global_step > 0:  # resuming: the Trainer restored checkpoint-<global_step>
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            tensors, metadata = load_state(folder)
+            self.tracker.load_state_dict({k[len("tracker.") :]: v for k, v in tensors.items()}, metadata["tracker"])
+        self._remove_hooks()
+        self._handles = [
+            model.register_forward_pre_hook(self._take_index, with_kwargs=True),
+            model.register_forward_hook(self._count),
+        ]
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.tracker.start_epoch()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.tracker.end_epoch()
+
+    def on_save(self, args, state, control, **kwargs):
+        if is_main_process() and self.tracker is not None:
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            tensors = {f"tracker.{k}": v for k, v in self.tracker.state_dict().items()}
+            save_state(folder, tensors, {"lnl_method": "callback", "tracker": self.tracker.metadata()})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._remove_hooks()
+
+    # ------------------------------------------------------------------------------------------- report
+    def noise_report(self) -> datasets.Dataset:
+        """One row per training sample: `sample_index`, `label`, `wrong_events`, `predicted_label`,
+        `noise_score` (wrong events / epochs counted)."""
+        if self.tracker is None:
+            raise RuntimeError("WrongEventCallback has no counts yet: train with it first.")
+        counts = self.tracker.counts()
+        return datasets.Dataset.from_dict(
+            {
+                self.sample_index_column: np.arange(self.tracker.num_samples),
+                "label": self.tracker.given_labels(),
+                "wrong_events": counts,
+                "predicted_label": self.tracker.last_predictions(),
+                "noise_score": (counts / max(self.tracker.epochs_counted, 1)).astype(np.float32),
+            }
+        )
+
+    # ------------------------------------------------------------------------------------------- hooks
+    def _take_index(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]):
+        index = kwargs.pop(self.sample_index_column, None)
+        if module.training:
+            if index is None:
+                raise ValueError(self._missing_index_message())
+            self._pending = (index, kwargs.get("labels"))
+        return args, kwargs
+
+    def _count(self, module: nn.Module, args: tuple, output: Any) -> None:
+        if not module.training or self._pending is None:
+            return
+        index, labels = self._pending
+        self._pending = None
+        logits = output["logits"] if isinstance(output, dict) else output[1 if labels is not None else 0]
+        if labels is not None:
+            self.tracker.update(index, logits.detach().argmax(dim=-1), labels)
+
+    def _remove_hooks(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    def _check_setup(self, args, dataset: Any) -> None:
+        if isinstance(dataset, datasets.Dataset) and self.sample_index_column not in dataset.column_names:
+            raise ValueError(self._missing_index_message())
+        if args.remove_unused_columns and isinstance(dataset, datasets.Dataset):
+            raise ValueError(
+                "WrongEventCallback needs remove_unused_columns=False: with True, the Trainer drops the "
+                f"{self.sample_index_column!r} column before the batch reaches the model."
+            )
+        if self.num_samples is None and (dataset is None or not hasattr(dataset, "__len__")):
+            raise ValueError("WrongEventCallback needs a sized training set, or pass num_samples=.")
+
+    def _missing_index_message(self) -> str:
+        return (
+            f"WrongEventCallback needs a {self.sample_index_column!r} column in every training batch. Add it with "
+            f"`train = hf_lnl.add_sample_index(train)` and set `remove_unused_columns=False` in TrainingArguments."
+        )

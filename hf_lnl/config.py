@@ -1,0 +1,170 @@
+"""`NoisyLabelConfig`: every hf_lnl knob, as `TrainingArguments` fields (so CLI flags and YAML keys come free)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+LNL_METHODS = ("none", "ido", "clid_mu", "gce", "sce")
+IDO_MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs (METHODS §4)
+
+
+@dataclass
+class NoisyLabelConfig(TrainingArguments):
+    """Configuration for [`NoisyLabelTrainer`]: `TrainingArguments` plus the learning-with-noisy-labels settings.
+
+    Parameters that choose the method:
+        lnl_method: `"none"` (plain cross-entropy, with wrong-event tracking and a noise report), `"ido"`,
+            `"clid_mu"`, `"gce"` or `"sce"`.
+        sample_index_column: Per-sample id column (row position in the training set); added when missing.
+        label_column: Label column of the training set; `None` picks `label`, then `labels`.
+        clean_label_column: Column with the true labels, when known (synthetic noise): used for metrics only.
+        noise_score_threshold: A sample with `noise_score` above it counts as flagged in the detection metrics.
+
+    Parameters of IDO (Zhang et al., NeurIPS 2025):
+        ido_stage1_epochs / ido_stage2_epochs: Stage lengths; by default a third of `num_train_epochs` (at least
+            2) for stage 1 and the rest for stage 2. If both are given they must sum to `num_train_epochs`.
+        ido_mixture: `"per_class"` beta mixtures (default, falls back to the global one for small classes) or
+            `"global"`.
+        ido_entropy: `"confidence"` (per-sample `conf * H`, default) or `"plain"` (entropy without confidence).
+        ido_stage1_dir: A finished stage 1 saved by an earlier run; the run is then stage 2 only
+            (`num_train_epochs` is stage 2's length).
+        ido_mask_rate / ido_mask_token_id: Text strong view: share of tokens replaced by the mask token, and an
+            override for the tokenizer's mask id.
+
+    Parameters of CLID-MU (Hu et al., KDD 2025):
+        clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
+            `"all"` trainable parameters.
+        clid_lookahead_lr: Step size of the virtual SGD step (its own setting: at fine-tuning learning rates a
+            look-ahead barely moves the weights).
+        clid_meta_lr / clid_meta_optimizer / clid_meta_weight_decay: The meta-weight network's optimiser.
+        clid_meta_set_size / clid_meta_batch_size: Label-free meta set drawn from the training data.
+        clid_update_every: Meta update every k optimiser steps.
+        clid_temperature: Temperature of the feature graph.
+        clid_head_module: Name of the classification head for architectures hf_lnl does not recognise.
+        clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
+            `metric_for_best_model="clid"`.
+
+    Parameters of the robust-loss baselines:
+        gce_q: Generalized cross-entropy exponent (Zhang & Sabuncu, 2018).
+        sce_alpha / sce_beta / sce_log_clamp: Symmetric cross-entropy weights and the clamp of log 0
+            (Wang et al., 2019).
+
+    Defaults that differ from `TrainingArguments`:
+        average_tokens_across_devices: `False` (with `True`, transformers 5 doubles the loss and gradients of
+            classifiers under DDP).
+        ddp_find_unused_parameters: `False` (classifiers use all their parameters; saves a graph traversal).
+
+    Example:
+        >>> args = NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6)
+        >>> args.ido_stage_epochs
+        (2, 4)
+    """
+
+    lnl_method: str = field(default="none", metadata={"help": f"Noisy-label method, one of {LNL_METHODS}."})
+    sample_index_column: str = field(default="sample_index", metadata={"help": "Per-sample id column."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: label, then labels)."})
+    clean_label_column: str = field(default="clean_label", metadata={"help": "True labels, when known."})
+    noise_score_threshold: float = field(default=0.5, metadata={"help": "noise_score above this flags a sample."})
+
+    ido_stage1_epochs: int | None = field(default=None, metadata={"help": "IDO stage-1 epochs."})
+    ido_stage2_epochs: int | None = field(default=None, metadata={"help": "IDO stage-2 epochs."})
+    ido_mixture: str = field(default="per_class", metadata={"help": "'per_class' or 'global' beta mixture."})
+    ido_min_class_samples: int = field(default=50, metadata={"help": "Smaller classes use the global mixture."})
+    ido_entropy: str = field(default="confidence", metadata={"help": "'confidence' or 'plain' entropy term."})
+    ido_stage1_dir: str | None = field(default=None, metadata={"help": "Reuse a finished stage 1 from here."})
+    ido_mask_rate: float = field(default=0.15, metadata={"help": "Text strong view: share of masked tokens."})
+    ido_mask_token_id: int | None = field(default=None, metadata={"help": "Override the tokenizer's mask id."})
+
+    clid_scope: str = field(default="head", metadata={"help": "Look-ahead scope: 'head', 'last_k' or 'all'."})
+    clid_last_k: int = field(default=1, metadata={"help": "Blocks in the look-ahead for scope 'last_k'."})
+    clid_lookahead_lr: float = field(default=1.0, metadata={"help": "Step size of the virtual SGD step."})
+    clid_meta_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the meta-weight network."})
+    clid_meta_optimizer: str = field(default="adam", metadata={"help": "'adam' or 'sgd' for the meta network."})
+    clid_meta_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the meta network."})
+    clid_meta_hidden_size: int = field(default=100, metadata={"help": "Hidden units of the meta network."})
+    clid_meta_set_size: int = field(default=1000, metadata={"help": "Samples in the label-free meta set."})
+    clid_meta_batch_size: int = field(default=100, metadata={"help": "Meta batch size (also eval_clid chunk)."})
+    clid_update_every: int = field(default=1, metadata={"help": "Meta update every k optimiser steps."})
+    clid_temperature: float = field(default=0.5, metadata={"help": "Temperature of CLID's feature graph."})
+    clid_head_module: str | None = field(default=None, metadata={"help": "Name of the classification head."})
+    clid_eval: bool = field(default=False, metadata={"help": "Compute eval_clid during evaluation."})
+
+    gce_q: float = field(default=0.7, metadata={"help": "GCE exponent q in (0, 1]."})
+    sce_alpha: float = field(default=0.1, metadata={"help": "SCE weight of cross-entropy."})
+    sce_beta: float = field(default=1.0, metadata={"help": "SCE weight of reverse cross-entropy."})
+    sce_log_clamp: float = field(default=-4.0, metadata={"help": "SCE: value of log 0 for the one-hot label."})
+
+    average_tokens_across_devices: bool = field(
+        default=False, metadata={"help": "Kept False: True doubles classifier losses under DDP in transformers 5."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False, metadata={"help": "Classifiers use all their parameters."}
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("lnl_method", self.lnl_method, LNL_METHODS)
+        _check_choice("ido_mixture", self.ido_mixture, ("per_class", "global"))
+        _check_choice("ido_entropy", self.ido_entropy, ("confidence", "plain"))
+        _check_choice("clid_scope", self.clid_scope, ("head", "last_k", "all"))
+        _check_choice("clid_meta_optimizer", self.clid_meta_optimizer, ("adam", "sgd"))
+        if not 0.0 <= self.noise_score_threshold <= 1.0:
+            raise ValueError(f"noise_score_threshold must lie in [0, 1], got {self.noise_score_threshold}.")
+        if not 0.0 < self.ido_mask_rate < 1.0:
+            raise ValueError(f"ido_mask_rate must lie in (0, 1), got {self.ido_mask_rate}.")
+        if not 0.0 < self.gce_q <= 1.0:
+            raise ValueError(f"gce_q must lie in (0, 1] (q -> 0 is cross-entropy, 1 is MAE), got {self.gce_q}.")
+        for name in ("clid_meta_set_size", "clid_meta_batch_size", "clid_update_every", "clid_last_k"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.clid_meta_batch_size < 2:
+            raise ValueError("clid_meta_batch_size must be at least 2: CLID compares samples with each other.")
+        if self.metric_for_best_model in ("clid", "eval_clid"):
+            self.clid_eval = True
+            if self.greater_is_better:
+                raise ValueError("metric_for_best_model='clid' needs greater_is_better=False (lower CLID is better).")
+        if self.lnl_method == "ido":
+            _ = self.ido_stage_epochs  # validates the stage split now, not at the stage boundary
+        if self.lnl_method == "clid_mu" and self.fp16:
+            raise ValueError(
+                "lnl_method='clid_mu' does not support fp16: its look-ahead takes second-order gradients that "
+                "bypass the fp16 grad scaler. Use bf16=True or full precision."
+            )
+
+    @property
+    def ido_stage_epochs(self) -> tuple[int, int]:
+        """(stage-1 epochs, stage-2 epochs) for IDO, validated against `num_train_epochs`."""
+        total = self.num_train_epochs
+        if self.ido_stage1_dir is not None:  # stage 1 comes from disk: the whole run is stage 2
+            if total != int(total) or total < 1:
+                raise ValueError(f"With ido_stage1_dir, num_train_epochs is stage 2's length; got {total}.")
+            return 0, int(total)
+        if self.max_steps > 0:
+            raise ValueError("lnl_method='ido' counts its stages in epochs: set num_train_epochs, not max_steps.")
+        if total != int(total) or total < IDO_MIN_STAGE1_EPOCHS + 1:
+            raise ValueError(
+                f"lnl_method='ido' needs a whole number of at least {IDO_MIN_STAGE1_EPOCHS + 1} epochs "
+                f"(stage 1 >= {IDO_MIN_STAGE1_EPOCHS}, stage 2 >= 1), got num_train_epochs={total}."
+            )
+        total = int(total)
+        first, second = self.ido_stage1_epochs, self.ido_stage2_epochs
+        if first is not None and second is not None and first + second != total:
+            raise ValueError(
+                f"ido_stage1_epochs ({first}) + ido_stage2_epochs ({second}) must equal num_train_epochs ({total}); "
+                "set num_train_epochs to their sum or give only one of them."
+            )
+        if first is None:
+            first = total - second if second is not None else max(IDO_MIN_STAGE1_EPOCHS, math.floor(total / 3 + 0.5))
+        if first < IDO_MIN_STAGE1_EPOCHS:
+            raise ValueError(f"ido_stage1_epochs must be at least {IDO_MIN_STAGE1_EPOCHS}, got {first}.")
+        if total - first < 1:
+            raise ValueError(f"IDO stage 2 needs at least one epoch; stage 1 takes {first} of {total} epochs.")
+        return first, total - first
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")

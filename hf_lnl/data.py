@@ -1,0 +1,236 @@
+"""Training-set preparation: the `sample_index` column, label validation and an index-preserving collator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+LABEL_COLUMN_CANDIDATES = ("label", "labels")
+
+
+def add_sample_index(dataset: datasets.Dataset, column: str = "sample_index") -> datasets.Dataset:
+    """Return `dataset` with `column` = row position (0..N-1), the stable per-sample id hf_lnl tracks.
+
+    An existing column is checked instead (it must be a permutation of 0..N-1).
+
+    Example:
+        >>> ds = add_sample_index(datasets.Dataset.from_dict({"x": [5, 6, 7]}))
+        >>> ds["sample_index"][:]
+        [0, 1, 2]
+    """
+    if column in dataset.column_names:
+        check_sample_index(_read_column(dataset, column), column)
+        return dataset
+    return dataset.add_column(column, np.arange(len(dataset), dtype=np.int64))
+
+
+def check_sample_index(values: np.ndarray, column: str = "sample_index") -> None:
+    """Raise `ValueError` unless `values` is a permutation of 0..N-1."""
+    values = np.asarray(values)
+    n = len(values)
+    if values.ndim != 1 or not np.issubdtype(values.dtype, np.integer):
+        raise ValueError(f"Column {column!r} must hold one integer per sample, got dtype {values.dtype}.")
+    bad = (values < 0) | (values >= n)
+    if bad.any():
+        raise ValueError(
+            f"Column {column!r} must be a permutation of 0..{n - 1}, but holds {int(values[bad][0])}. "
+            f"Drop the column to let hf_lnl number the rows, or renumber it."
+        )
+    if len(np.unique(values)) != n:
+        raise ValueError(
+            f"Column {column!r} must be a permutation of 0..{n - 1}, but some ids repeat. "
+            "Drop the column to let hf_lnl number the rows, or renumber it."
+        )
+
+
+@dataclass
+class LabelInfo:
+    """What hf_lnl learned about the training labels before training."""
+
+    column: str
+    labels: np.ndarray | None  # given labels in sample_index order; None when they are not single-label ints
+    clean_labels: np.ndarray | None  # true labels in sample_index order, when the dataset has them
+    reason_untracked: str | None = None  # why per-sample tracking is impossible, if it is
+
+
+def find_label_column(column_names: list[str], label_column: str | None) -> str:
+    """Pick the label column (`label_column`, else `label`, else `labels`) or raise a clear `ValueError`."""
+    if label_column is not None:
+        if label_column not in column_names:
+            raise ValueError(
+                f"The training set has no label column {label_column!r} (columns: {column_names}). "
+                "Set `label_column` to the column that holds the (noisy) labels."
+            )
+        return label_column
+    for candidate in LABEL_COLUMN_CANDIDATES:
+        if candidate in column_names:
+            return candidate
+    raise ValueError(
+        f"The training set has no label column (looked for {LABEL_COLUMN_CANDIDATES}; columns: {column_names}). "
+        "Add the labels as a `label` column or set `label_column`."
+    )
+
+
+def read_label_info(
+    dataset: datasets.Dataset,
+    *,
+    label_column: str | None,
+    index_column: str,
+    clean_label_column: str,
+    num_labels: int | None,
+    require_integer: bool,
+) -> LabelInfo:
+    """Read and validate the labels of a `datasets.Dataset`, ordered by `index_column`.
+
+    Raises `ValueError` naming the column and value for labels outside `[0, num_labels)` (other than -100), a
+    `ClassLabel` feature that disagrees with `num_labels`, and (when `require_integer`) non-integer labels.
+    """
+    column = find_label_column(dataset.column_names, label_column)
+    feature = dataset.features.get(column)
+    if isinstance(feature, datasets.ClassLabel) and num_labels is not None and feature.num_classes != num_labels:
+        raise ValueError(
+            f"Column {column!r} is a ClassLabel with {feature.num_classes} classes but the model has "
+            f"num_labels={num_labels}. Load the model with num_labels={feature.num_classes}."
+        )
+    order = _read_column(dataset, index_column)
+    labels = _read_column(dataset, column)
+    reason = _untracked_reason(labels)
+    if reason is not None:
+        if require_integer:
+            raise ValueError(
+                f"Column {column!r} holds {reason}; noise-robust methods need one integer class id per sample. "
+                "Use lnl_method='none' for other label types."
+            )
+        return LabelInfo(column, None, None, reason)
+    labels = _in_index_order(labels.astype(np.int64), order)
+    check_labels(labels, num_labels, column)
+    clean = None
+    if clean_label_column in dataset.column_names and clean_label_column != column:
+        clean = _in_index_order(_read_column(dataset, clean_label_column).astype(np.int64), order)
+        check_labels(clean, num_labels, clean_label_column)
+    return LabelInfo(column, labels, clean)
+
+
+def check_labels(labels: np.ndarray, num_labels: int | None, column: str) -> None:
+    """Raise `ValueError` if a label lies outside `[0, num_labels)` and is not -100."""
+    valid = labels[labels != IGNORE_INDEX]
+    if valid.size == 0:
+        raise ValueError(f"Column {column!r} has no usable label (all are -100).")
+    if valid.min() < 0:
+        raise ValueError(
+            f"Column {column!r} holds the negative label {int(valid.min())}; labels must be class ids in "
+            "[0, num_labels), or -100 for samples to ignore."
+        )
+    if num_labels is not None and valid.max() >= num_labels:
+        count = int((valid >= num_labels).sum())
+        raise ValueError(
+            f"Column {column!r} holds the label {int(valid.max())} ({count} samples at or above "
+            f"num_labels={num_labels}); the model has {num_labels} classes. Load the model with "
+            f"num_labels={int(valid.max()) + 1} or fix the labels."
+        )
+
+
+def _untracked_reason(labels: np.ndarray) -> str | None:
+    if labels.ndim != 1:
+        return f"{labels.ndim}-D labels (multi-label or token labels)"
+    if not np.issubdtype(labels.dtype, np.integer) and not np.issubdtype(labels.dtype, np.bool_):
+        if np.issubdtype(labels.dtype, np.floating) and np.all(np.mod(labels, 1) == 0) and labels.size:
+            return None  # integral floats (e.g. from pandas) are class ids
+        return f"non-integer labels (dtype {labels.dtype}, e.g. regression targets)"
+    return None
+
+
+def _read_column(dataset: datasets.Dataset, column: str) -> np.ndarray:
+    # with_format drops any on-the-fly transform (e.g. image decoding) that a plain dataset[column] would apply.
+    values = dataset.select_columns([column]).with_format("numpy")[column]
+    try:
+        return np.asarray(values)
+    except ValueError:  # ragged (e.g. token labels of varying length)
+        return np.asarray(list(values), dtype=object)
+
+
+def _in_index_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    result = np.empty_like(values)
+    result[order] = values
+    return result
+
+
+class IndexedDataset(torch.utils.data.Dataset):
+    """Wrap a map-style dataset of dicts so that each item also carries its `sample_index`.
+
+    Example:
+        >>> ds = IndexedDataset([{"input_ids": [1, 2], "labels": 0}])
+        >>> ds[0]["sample_index"]
+        0
+    """
+
+    def __init__(self, dataset: Any, column: str = "sample_index"):
+        self.dataset = dataset
+        self.column = column
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        if not isinstance(item, dict):
+            raise TypeError(
+                f"hf_lnl needs dataset items that are dicts to attach `{self.column}`; got {type(item).__name__}."
+            )
+        return {**item, self.column: index}
+
+
+class SampleIndexCollator:
+    """Wrap a data collator so the per-sample index survives it, whatever the inner collator keeps.
+
+    The index is taken out of each feature before the inner collator runs and put back as a tensor.
+    """
+
+    def __init__(self, data_collator: Callable[[list[dict[str, Any]]], dict[str, Any]], column: str):
+        self.data_collator = data_collator
+        self.column = column
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        if not features or not isinstance(features[0], dict) or self.column not in features[0]:
+            return self.data_collator(features)
+        index = torch.tensor([int(f[self.column]) for f in features], dtype=torch.long)
+        batch = self.data_collator([{k: v for k, v in f.items() if k != self.column} for f in features])
+        batch[self.column] = index
+        return batch
+
+
+def keep_index_through_transform(dataset: datasets.Dataset, column: str = "sample_index") -> datasets.Dataset:
+    """Make an on-the-fly transform (`with_transform` / `set_transform`) pass `column` through unchanged.
+
+    Transforms usually return only the model inputs; without this the per-sample index would be lost.
+    """
+    dataset_format = dataset.format
+    if dataset_format.get("type") != "custom":
+        return dataset
+    transform = dataset_format["format_kwargs"]["transform"]
+    if getattr(transform, "keeps_column", None) == column:
+        return dataset
+    columns = dataset_format.get("columns")
+    if columns is not None and column not in columns:
+        columns = [*columns, column]
+    return dataset.with_transform(
+        _IndexKeepingTransform(transform, column), columns=columns, output_all_columns=dataset_format["output_all_columns"]
+    )
+
+
+class _IndexKeepingTransform:
+    def __init__(self, transform: Callable[[dict[str, Any]], dict[str, Any]], column: str):
+        self.transform = transform
+        self.keeps_column = column
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        output = self.transform(batch)
+        if self.keeps_column in batch and self.keeps_column not in output:
+            output[self.keeps_column] = batch[self.keeps_column]
+        return output
