@@ -105,6 +105,8 @@ class NoisyLabelConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        if self.metric_for_best_model in ("clid", "eval_clid") and self.greater_is_better is None:
+            self.greater_is_better = False  # lower CLID is better; Trainer would guess True for a non-loss name
         super().__post_init__()
         _check_choice("lnl_method", self.lnl_method, LNL_METHODS)
         _check_choice("ido_mixture", self.ido_mixture, ("per_class", "global"))

@@ -145,6 +145,16 @@ class NoisyLabelTrainer(Trainer):
         loss, outputs = self.method.compute_loss(model, inputs, sample_index, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
+    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+        """`Trainer.evaluate`, plus the label-free `{prefix}_clid` when `clid_eval` is on (model selection)."""
+        metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.args.clid_eval:
+            from .model_selection import evaluate_clid
+
+            metrics[f"{metric_key_prefix}_clid"] = evaluate_clid(self)
+            self.log({f"{metric_key_prefix}_clid": metrics[f"{metric_key_prefix}_clid"]})
+        return metrics
+
     def prediction_step(self, model: nn.Module, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         inputs.pop(self.args.sample_index_column, None)
         return super().prediction_step(model, inputs, *args, **kwargs)
