@@ -207,7 +207,9 @@ class NoisyLabelTrainer(Trainer):
             finite &= torch.isfinite(per_sample_loss.detach())
         elif loss is not None and labels is not None and labels.dim() == 1:
             per_sample = F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
-            finite &= torch.isfinite(per_sample) & torch.isfinite(loss.detach())
+            finite &= torch.isfinite(per_sample)
+            # A non-finite batch loss with finite per-sample losses blames the whole batch.
+            finite &= torch.isfinite(loss.detach()) | ~finite.all()
         elif loss is not None:
             finite &= torch.isfinite(loss.detach())
         if self.tracker is None or sample_index is None or labels is None:

@@ -1,0 +1,83 @@
+"""Exact resume from a middle checkpoint, checkpoint faults, and the non-finite-loss stop."""
+
+import os
+import shutil
+
+import pytest
+import torch
+from conftest import text_dataset, tiny_bert
+
+from hf_lnl import CheckpointStateError, NoisyLabelConfig, NoisyLabelTrainer, NonFiniteLossError
+from hf_lnl.state import STATE_FILE_NAME
+
+METHOD_SETTINGS = {"none": {}, "sce": {}}
+
+
+def _trainer(out_dir, method="none", data=None, **kwargs):
+    data = data if data is not None else text_dataset(45, seed=3)
+    settings = dict(
+        output_dir=str(out_dir), lnl_method=method, num_train_epochs=3, per_device_train_batch_size=8,
+        learning_rate=1e-3, save_strategy="steps", save_steps=4, report_to=[], use_cpu=True, disable_tqdm=True,
+        logging_steps=1, seed=0, **METHOD_SETTINGS.get(method, {}),
+    )
+    settings.update(kwargs)
+    return NoisyLabelTrainer(model=tiny_bert(), args=NoisyLabelConfig(**settings), train_dataset=data)
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_SETTINGS))
+def test_resume_from_middle_checkpoint_gives_the_same_report(tmp_path, method):
+    full = _trainer(tmp_path / "full", method)
+    full.train()
+    middle = tmp_path / "full" / "checkpoint-8"  # mid-epoch 2 (6 steps per epoch)
+    assert (middle / STATE_FILE_NAME).is_file()
+    resumed = _trainer(tmp_path / "resumed", method)
+    resumed.train(resume_from_checkpoint=str(middle))
+    assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
+    assert resumed.method.metadata() == full.method.metadata()
+    for name, tensor in full.method.state_dict().items():
+        torch.testing.assert_close(resumed.method.state_dict()[name], tensor, rtol=0, atol=0, equal_nan=True)
+
+
+def test_missing_state_file_is_named(tmp_path):
+    _trainer(tmp_path / "a", max_steps=4, num_train_epochs=1).train()
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    os.remove(checkpoint / STATE_FILE_NAME)
+    with pytest.raises(CheckpointStateError, match=STATE_FILE_NAME):
+        _trainer(tmp_path / "b").train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_corrupt_state_file_is_named(tmp_path):
+    _trainer(tmp_path / "a", max_steps=4, num_train_epochs=1).train()
+    checkpoint = tmp_path / "a" / "checkpoint-4"
+    (checkpoint / STATE_FILE_NAME).write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a safetensors header")
+    with pytest.raises(CheckpointStateError, match="corrupt"):
+        _trainer(tmp_path / "b").train(resume_from_checkpoint=str(checkpoint))
+
+
+def test_state_from_another_training_set_is_refused(tmp_path):
+    _trainer(tmp_path / "a", max_steps=4, num_train_epochs=1).train()
+    other = text_dataset(45, seed=4)
+    with pytest.raises(CheckpointStateError, match="different training set"):
+        _trainer(tmp_path / "b", data=other).train(resume_from_checkpoint=str(tmp_path / "a" / "checkpoint-4"))
+
+
+def test_non_finite_loss_stops_before_the_step_and_keeps_the_last_checkpoint(tmp_path):
+    trainer = _trainer(tmp_path / "run", num_train_epochs=2)
+    poisoned_step = 6
+
+    def poison(module, args, output):
+        if module.training and trainer.state.global_step >= poisoned_step:
+            output = output.clone()
+            output[1] = float("nan")
+        return output
+
+    trainer.model.classifier.register_forward_hook(poison)
+    with pytest.raises(NonFiniteLossError, match=r"global step 6 .*sample_index \[\d+\]"):
+        trainer.train()
+    checkpoint = tmp_path / "run" / "checkpoint-4"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint-4"]
+    weights_before = (checkpoint / "model.safetensors").read_bytes()
+    resumed = _trainer(tmp_path / "resumed", num_train_epochs=2)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert resumed.state.global_step == 12
+    assert (checkpoint / "model.safetensors").read_bytes() == weights_before
