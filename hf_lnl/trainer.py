@@ -107,6 +107,7 @@ class NoisyLabelTrainer(Trainer):
         if self.method.name != "none":
             self.loss_is_scaled_for_ga = False  # methods return a batch mean (see ENVIRONMENT notes on GA)
         self.tracker: WrongEventTracker | None = None
+        self.noise_rate_history: list[float] = []  # per epoch: share of samples with noise_score > threshold
         self._metrics: dict[str, list[torch.Tensor | float]] = defaultdict(list)
         self.add_callback(_EpochEventsCallback(self))
 
@@ -167,6 +168,7 @@ class NoisyLabelTrainer(Trainer):
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         if self.args.should_save and self.tracker is not None:
             self.save_lnl_state(folder)
+            self.create_model_card(output_dir=folder)
         super()._save_checkpoint(model, trial)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -175,6 +177,57 @@ class NoisyLabelTrainer(Trainer):
                 logs[name] = float(torch.stack([torch.as_tensor(v, dtype=torch.float32) for v in values]).mean())
             self._metrics.clear()
         super().log(logs, start_time)
+
+    def create_model_card(self, output_dir: str | None = None, **kwargs: Any) -> None:
+        """Write hf_lnl's model card (`README.md`) into `output_dir` (default: `args.output_dir`).
+
+        Keyword arguments: `model_name`, `base_model` (alias `finetuned_from`), `dataset_name` (alias `dataset`),
+        `noise_setting`, `license`, `tags`; see `hf_lnl.report.build_model_card`.
+        """
+        if not self.is_world_process_zero():
+            return
+        from .report import build_model_card
+
+        kwargs.setdefault("base_model", kwargs.pop("finetuned_from", None))
+        dataset = kwargs.pop("dataset", None)
+        kwargs.setdefault("dataset_name", dataset if isinstance(dataset, str) else None)
+        known = ("model_name", "base_model", "dataset_name", "noise_setting", "license", "tags")
+        card = build_model_card(self, **{k: v for k, v in kwargs.items() if k in known})
+        folder = output_dir or self.args.output_dir
+        os.makedirs(folder, exist_ok=True)
+        card.save(os.path.join(folder, "README.md"))
+
+    def save_noise_report(self, folder: str | None = None) -> list[str]:
+        """Save the noise report as Parquet with its plots into `folder` (default: `output_dir`)."""
+        from .report import save_report_artifacts
+
+        return save_report_artifacts(self, folder)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, **kwargs: Any):
+        """`Trainer.push_to_hub`, with the noise report, its plots and hf_lnl's model card in the upload."""
+        if self.is_world_process_zero() and self.tracker is not None:
+            self.save_noise_report()
+        return super().push_to_hub(commit_message=commit_message, blocking=blocking, **kwargs)
+
+    def push_noise_report_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None) -> Any:
+        """Push the noise report (Parquet, plots and a short card) to the Hub as a dataset repository.
+
+        Example:
+            >>> trainer.push_noise_report_to_hub("me/my-run-noise-report")
+        """
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        if not self.is_world_process_zero():
+            return None
+        api = HfApi(token=token)
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_noise_report(folder)
+            with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
+                handle.write(_report_card(self))
+            return api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset")
 
     # ---------------------------------------------------------------------------------- used by methods
     def default_compute_loss(
@@ -270,6 +323,7 @@ class NoisyLabelTrainer(Trainer):
             "labels_sha256": self._labels_checksum(),
             "tracker": self.tracker.metadata(),
             "method": self.method.metadata(),
+            "noise_rate_history": self.noise_rate_history,
         }
         path = save_state(folder, tensors, metadata)
         self.method.save_extra(folder)
@@ -281,6 +335,7 @@ class NoisyLabelTrainer(Trainer):
         tensors, metadata = load_state(folder)
         self.check_state_matches(folder, metadata)
         self.tracker.load_state_dict(_strip_prefix(tensors, "tracker."), metadata["tracker"])
+        self.noise_rate_history = list(metadata["noise_rate_history"])
         self.method.load_state(_strip_prefix(tensors, "method."), metadata["method"])
         self.method.load_extra(folder)
 
@@ -347,12 +402,19 @@ class _EpochEventsCallback(TrainerCallback):
         logs = trainer.method.on_epoch_end()
         if change is not None:
             logs["prediction_change"] = float(change)
+        scores = trainer.method.noise_scores()
+        trainer.noise_rate_history.append(float((scores > args.noise_score_threshold).mean()))
+        logs["estimated_noise_rate"] = trainer.noise_rate_history[-1]
         if logs:
             trainer.log(logs)
 
     def on_train_end(self, args, state, control, **kwargs):
         trainer = self.trainer
-        if trainer.tracker is None or trainer.label_info.clean_labels is None:
+        if trainer.tracker is None:
+            return
+        if args.should_save:
+            trainer.save_noise_report()
+        if trainer.label_info.clean_labels is None:
             return
         from .metrics import noise_detection_metrics
 
@@ -416,6 +478,18 @@ def _read_torch_dataset_labels(
         clean_label_column=args.clean_label_column,
         num_labels=num_labels,
         require_integer=requires_labels,
+    )
+
+
+def _report_card(trainer: NoisyLabelTrainer) -> str:
+    from .report import HISTOGRAM_FILE, REPORT_FILE
+
+    return (
+        "---\ntags: [hf-lnl, noisy-labels, noise-report]\n---\n\n# Per-sample noise report\n\n"
+        f"Made by hf_lnl's `NoisyLabelTrainer` (lnl_method={trainer.method.name!r}): one row per training sample "
+        f"in `{REPORT_FILE}` with `sample_index`, `label`, `wrong_events`, `predicted_label` and `noise_score` "
+        "(higher = more likely mislabelled).\n\n"
+        f"![Wrong events]({HISTOGRAM_FILE})\n"
     )
 
 

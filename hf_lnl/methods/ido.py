@@ -59,7 +59,6 @@ class IDO(LNLMethod):
         self.search_done = False
         self.base_state: dict[str, torch.Tensor] | None = None
         self.stage1_counts: torch.Tensor | None = None
-        self.noise_rate_history: list[float] = []
         self._stage1_epochs_from_disk = 0
         self.num_classes = int(self.trainer.model.config.num_labels)
         if self.args.ido_mixture == "per_class":
@@ -195,13 +194,12 @@ class IDO(LNLMethod):
             self.mixture.fit(counts, n_iter=iterations)
         table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
         self.lookup = table.to(self.trainer.tracker.wrong_events.device)
-        self.noise_rate_history.append(float((self.noise_scores() > self.args.noise_score_threshold).mean()))
 
     def _mixture_logs(self) -> dict[str, float]:
         params = self.mixture.get_params()
         logger.info(f"IDO beta mixture: {params}")
         source = params.get("global", params)
-        logs = {"ido_estimated_noise_rate": self.noise_rate_history[-1]}
+        logs = {"ido_estimated_noise_rate": float((self.noise_scores() > self.args.noise_score_threshold).mean())}
         for k, (name, key) in enumerate([("alpha", "alphas"), ("beta", "betas"), ("pi", "weights")] * 2):
             logs[f"ido_mixture_{name}{k // 3}"] = float(source[key][k // 3])
         return logs
@@ -240,7 +238,6 @@ class IDO(LNLMethod):
             "base_epoch": self.base_epoch,
             "search_done": self.search_done,
             "mixture": self.mixture.get_params() if self.stage == 2 else None,
-            "noise_rate_history": self.noise_rate_history,
             "stage1_epochs_from_disk": self._stage1_epochs_from_disk,
         }
 
@@ -248,7 +245,6 @@ class IDO(LNLMethod):
         self.stage = int(metadata["stage"])
         self.base_epoch = metadata["base_epoch"]
         self.search_done = bool(metadata["search_done"])
-        self.noise_rate_history = list(metadata["noise_rate_history"])
         self._stage1_epochs_from_disk = int(metadata["stage1_epochs_from_disk"])
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self.trainer.tracker.wrong_events.device)
