@@ -1,18 +1,36 @@
 """hf_lnl: learning with noisy labels for the Hugging Face Trainer (IDO and CLID-MU)."""
 
 from .callbacks import WrongEventCallback
+from .clid import clid
 from .config import NoisyLabelConfig
 from .data import add_sample_index
-from .trainer import NoisyLabelTrainer, NonFiniteLossError
+from .human_noise import attach_human_noise, load_cifar_n_labels
+from .metrics import accuracy, compute_accuracy_metrics, load_noisy_label_metric, noise_detection_metrics
+from .noise import NoiseSummary, add_label_noise, noise_summary, text_embeddings
+from .report import clean_dataset, cleanlab_inputs
 from .state import CheckpointStateError
+from .trainer import NoisyLabelTrainer, NonFiniteLossError
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CheckpointStateError",
+    "NoiseSummary",
     "NoisyLabelConfig",
     "NoisyLabelTrainer",
     "NonFiniteLossError",
     "WrongEventCallback",
+    "accuracy",
+    "add_label_noise",
     "add_sample_index",
+    "attach_human_noise",
+    "clean_dataset",
+    "cleanlab_inputs",
+    "clid",
+    "compute_accuracy_metrics",
+    "load_cifar_n_labels",
+    "load_noisy_label_metric",
+    "noise_detection_metrics",
+    "noise_summary",
+    "text_embeddings",
 ]
