@@ -1,0 +1,412 @@
+"""CLID-MU: meta-learned sample weights without clean data (Hu et al., KDD 2025, arXiv 2507.11807; METHODS.md §6).
+
+A meta-weight network (Meta-Weight-Net, Shu et al., NeurIPS 2019) maps each sample's cross-entropy to a weight in
+(0, 1). It is trained so that one virtual SGD step on the weighted loss lowers CLID (`hf_lnl.clid`) on a label-free
+meta set drawn from the training data. Per optimiser step (every `clid_update_every` steps):
+
+1. virtual step: `theta' = theta - lookahead_lr * grad(sum_i w~_i l_i)`, kept differentiable in the meta network;
+2. meta step: `L_meta = CLID(features, logits)` of a meta batch under `theta'`; one step of the meta network only;
+3. real step: the loss `sum_i w~_i l_i` with the updated weights (no gradient to the meta network), which the
+   Trainer back-propagates, clips, accumulates and steps as usual.
+
+`theta` is the head (`clid_scope="head"`, the cheap default: the backbone's features are shared, so a meta step
+costs about one extra no-grad forward of the meta batch), the last `clid_last_k` blocks and everything after them
+(`"last_k"`), or all trainable parameters (`"all"`). The look-ahead runs on the unwrapped module through
+`torch.func.functional_call` with detached parameter copies (DDP has no double backward), beyond the head under the
+MATH attention backend; the meta network's gradients are averaged across processes by hand.
+
+The meta-gradient vanishes while the features entering the head are all alike (CLID's feature graph is then uniform),
+as they are in a freshly initialised transformer: the weights then stay near their initial value. The method is
+meant for pretrained backbones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import TYPE_CHECKING, Any
+
+import datasets
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..clid import clid
+from ..distributed import all_reduce_mean_, gather_rows
+from ..features import HeadFeatureCapture, find_classification_head, math_attention, unwrap_model
+from ..model_selection import draw_meta_set, sample_features, strip_labels, training_subset
+from ..tracking import IGNORE_INDEX, _first_occurrence
+from .base import LNLMethod
+
+if TYPE_CHECKING:
+    from ..trainer import NoisyLabelTrainer
+
+WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vanish gives a zero loss, not NaN
+
+
+class MetaWeightNet(nn.Module):
+    """Meta-Weight-Net (Shu et al., NeurIPS 2019): per-sample loss -> weight, an MLP 1 -> hidden -> 1 with ReLU
+    then sigmoid. Initialised like `nn.Linear` from its own seeded generator (the same on every process; the
+    global random state is not touched).
+
+    Example:
+        >>> net = MetaWeightNet(hidden_size=100, seed=0)
+        >>> net(torch.tensor([0.1, 2.3])).shape
+        torch.Size([2])
+    """
+
+    def __init__(self, hidden_size: int = 100, seed: int = 0):
+        super().__init__()
+        self.hidden = nn.utils.skip_init(nn.Linear, 1, hidden_size)
+        self.out = nn.utils.skip_init(nn.Linear, hidden_size, 1)
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for layer in (self.hidden, self.out):
+                bound = 1.0 / math.sqrt(layer.in_features)  # nn.Linear's default init range
+                layer.weight.uniform_(-bound, bound, generator=generator)
+                layer.bias.uniform_(-bound, bound, generator=generator)
+
+    def forward(self, losses: torch.Tensor) -> torch.Tensor:
+        """Weights in (0, 1), shape (n,), for per-sample losses of shape (n,)."""
+        return torch.sigmoid(self.out(F.relu(self.hidden(losses[:, None])))).squeeze(1)
+
+
+class CLIDMU(LNLMethod):
+    """`lnl_method="clid_mu"`: the loss weighted per sample by a meta network trained to lower CLID.
+
+    Besides the wrong events, it keeps each sample's `meta_weight` (the meta network's raw output at the sample's
+    last visit, so from the meta network of that moment) and reports it as a column.
+    `noise_score = 1 - meta_weight / max(meta_weight)`, 0 for samples never seen: a score above 0.5 means the meta
+    network gives the sample less than half the weight of the sample it trusts most. The meta network is a function
+    of the loss only, so the flag is a learned loss threshold; scaling by the maximum keeps it meaningful whatever
+    range the sigmoid settles in (at initialisation every weight is near the same value and nothing is flagged).
+
+    Logs `clid_meta_loss`, `meta_weight_mean` and `meta_weight_std` with every training log and, when the training
+    set has clean labels, `meta_weight_clean` / `meta_weight_noisy` at each epoch end.
+
+    Example:
+        >>> args = NoisyLabelConfig(output_dir="out", lnl_method="clid_mu", clid_scope="head", num_train_epochs=3)
+        >>> trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=noisy_train)
+        >>> trainer.train()
+        >>> trainer.noise_report()["meta_weight"]
+    """
+
+    name = "clid_mu"
+    requires_class_labels = True
+
+    def __init__(self, trainer: NoisyLabelTrainer):
+        super().__init__(trainer)
+        self.meta_net: MetaWeightNet | None = None
+        self.meta_optimizer: torch.optim.Optimizer | None = None
+        self.meta_set_indices: np.ndarray | None = None
+        self.meta_weight: torch.Tensor | None = None  # float16 (N + 1,), NaN = never seen; spare last slot
+        self._head_name = ""  # the head's module path in the unwrapped model
+        self._scope: list[str] = []  # look-ahead parameter names (relative to the head for scope "head")
+        self._noisy: torch.Tensor | None = None  # label != clean label, when clean labels are known
+        self._last_meta_step = -1
+
+    # ------------------------------------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        self._check_supported()
+        args, model = self.args, self.trainer.model
+        _, head = find_classification_head(model, args.clid_head_module)
+        base = unwrap_model(model)
+        self._head_name = next(name for name, module in base.named_modules() if module is head)
+        self._scope = self._scope_parameter_names(base, head)
+        labels = self.trainer.label_info.labels
+        self.meta_set_indices = draw_meta_set(len(labels), args.clid_meta_set_size, args.seed)
+        self._prepare_meta_set()
+        self.meta_net = MetaWeightNet(args.clid_meta_hidden_size, seed=args.seed).to(args.device)
+        if args.clid_meta_optimizer == "adam":
+            optimizer_class, extra = torch.optim.Adam, {}
+        else:
+            optimizer_class, extra = torch.optim.SGD, {"momentum": 0.0}  # the authors' SGD has no momentum
+        self.meta_optimizer = optimizer_class(
+            self.meta_net.parameters(), lr=args.clid_meta_lr, weight_decay=args.clid_meta_weight_decay, **extra
+        )
+        self.meta_weight = torch.full((len(labels) + 1,), float("nan"), dtype=torch.float16, device=args.device)
+        clean = self.trainer.label_info.clean_labels
+        self._noisy = None if clean is None else torch.from_numpy(clean != labels).to(args.device)
+        self._last_meta_step = -1
+
+    def _check_supported(self) -> None:
+        trainer = self.trainer
+        if self.args.fp16 or any(p.dtype == torch.float16 for p in trainer.model.parameters()):
+            raise ValueError(
+                "lnl_method='clid_mu' does not support float16: its look-ahead takes second-order gradients that "
+                "the fp16 grad scaler does not see. Load the model in float32 or bfloat16 (torch_dtype=...) and use "
+                "bf16=True instead of fp16=True."
+            )
+        zero_stage = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
+        if trainer.is_fsdp_enabled or zero_stage == 3:
+            raise ValueError(
+                "lnl_method='clid_mu' cannot run under FSDP or DeepSpeed ZeRO-3: its look-ahead needs whole, "
+                "unsharded parameters. Use DDP (or ZeRO-1/2), or another lnl_method."
+            )
+
+    def _scope_parameter_names(self, base: nn.Module, head: nn.Module) -> list[str]:
+        """Trainable parameters of the look-ahead (names relative to the head for "head", else to `base`)."""
+        scope = self.args.clid_scope
+        if scope == "head":
+            names = [name for name, p in head.named_parameters() if p.requires_grad]
+        else:
+            trainable = [name for name, p in base.named_parameters() if p.requires_grad]
+            names = trainable if scope == "all" else _last_blocks(base, self.args.clid_last_k, trainable)
+        if not names:
+            raise ValueError(
+                f"clid_scope={scope!r} selects no trainable parameter of {type(base).__name__} (the head "
+                f"{self._head_name!r} may be frozen). Choose a scope that covers trainable parameters, e.g. "
+                "clid_scope='all'."
+            )
+        return names
+
+    def _prepare_meta_set(self) -> None:
+        """The meta set with the Trainer's own column removal and collator (as its training dataloader builds)."""
+        subset = training_subset(self.trainer, self.meta_set_indices)
+        if isinstance(subset, datasets.Dataset):
+            self._meta_dataset = self.trainer._remove_unused_columns(subset, description="CLID-MU meta")
+            self._meta_collator = None
+        else:
+            self._meta_dataset = subset
+            self._meta_collator = self.trainer._get_collator_with_removed_columns(self.trainer.data_collator)
+        if len(self._meta_dataset) < 2:
+            raise ValueError(
+                "lnl_method='clid_mu' needs a meta set of at least 2 samples (CLID compares samples): raise "
+                "clid_meta_set_size or use a larger training set."
+            )
+
+    # ---------------------------------------------------------------------------------------------- training
+    def compute_loss(
+        self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
+    ) -> tuple[torch.Tensor, Any]:
+        labels = inputs.pop("labels")
+        base = unwrap_model(model)
+        with HeadFeatureCapture(base, self._head_name) as capture:
+            outputs = model(**inputs)
+        features = sample_features(capture.features, inputs.get("attention_mask"))
+        losses = F.cross_entropy(_upcast(outputs["logits"]), labels, reduction="none", ignore_index=IGNORE_INDEX)
+        self.trainer.record_predictions(sample_index, outputs["logits"], labels, per_sample_loss=losses)
+        keep = labels != IGNORE_INDEX
+        step = self.trainer.state.global_step
+        if step % self.args.clid_update_every == 0 and step != self._last_meta_step:  # once per optimiser step
+            self._last_meta_step = step
+            self._meta_update(model, inputs, labels, features)
+        with torch.no_grad():
+            raw_weights = self._meta_weights(losses)
+        loss = (_normalise(raw_weights * keep) * losses).sum()
+        self._track(sample_index, raw_weights, keep)
+        return loss, outputs
+
+    def lookahead_meta_loss(
+        self,
+        model: nn.Module,
+        inputs: dict[str, Any],
+        labels: torch.Tensor,
+        meta_inputs: dict[str, Any],
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """CLID of a meta batch after one virtual SGD step on the meta-weighted loss of a training batch.
+
+        Differentiable with respect to the meta network's parameters (and nothing else).
+
+        Args:
+            model: The model being trained (wrappers are looked through).
+            inputs: The training batch's model inputs (no labels, no sample index).
+            labels: The training batch's labels (-100 = ignored).
+            meta_inputs: A meta batch's model inputs.
+            features: The training batch's head inputs from its real forward (scope "head" only; computed by a
+                no-grad forward when omitted).
+
+        Example:
+            >>> meta_loss = trainer.method.lookahead_meta_loss(model, inputs, labels, trainer.method.meta_batch())
+            >>> torch.autograd.grad(meta_loss, list(trainer.method.meta_net.parameters()))
+        """
+        base = unwrap_model(model)
+        head_only = self.args.clid_scope == "head"
+        # Second-order gradients through attention need the MATH kernel; the head-only look-ahead never enters it.
+        with contextlib.nullcontext() if head_only else math_attention(), self.trainer.accelerator.autocast():
+            if head_only:
+                head = base.get_submodule(self._head_name)
+                params = dict(head.named_parameters())
+                theta = {name: params[name].detach().requires_grad_() for name in self._scope}
+                features = self._head_features(base, inputs) if features is None else features
+                logits = functional_call(head, theta, (features.detach(),))
+            else:
+                frozen = {name: p.detach() for name, p in base.named_parameters()}
+                theta = {name: frozen[name].detach().requires_grad_() for name in self._scope}
+                buffers = {name: b.clone() for name, b in base.named_buffers()}  # a virtual step updates no stats
+                logits = functional_call(base, {**frozen, **theta, **buffers}, kwargs=inputs)["logits"]
+            losses = F.cross_entropy(_upcast(logits), labels, reduction="none", ignore_index=IGNORE_INDEX)
+            weights = _normalise(self._meta_weights(losses) * (labels != IGNORE_INDEX))
+            grads = torch.autograd.grad(
+                (weights * losses).sum(), list(theta.values()), create_graph=True, allow_unused=True
+            )
+            step = self.args.clid_lookahead_lr
+            lookahead = {name: p if g is None else p - step * g for (name, p), g in zip(theta.items(), grads)}
+            was_training = base.training
+            base.eval()  # the meta forward scores the virtual model as evaluation does: no dropout, no stat updates
+            try:
+                if head_only:
+                    meta_features = self._head_features(base, meta_inputs)
+                    meta_logits = functional_call(head, lookahead, (meta_features,))
+                else:
+                    with HeadFeatureCapture(base, self._head_name) as capture:
+                        meta_logits = functional_call(base, {**frozen, **lookahead}, kwargs=meta_inputs)["logits"]
+                    meta_features = sample_features(capture.features, meta_inputs.get("attention_mask"))
+            finally:
+                base.train(was_training)
+        return clid(meta_features, meta_logits, self.args.clid_temperature)
+
+    def meta_batch(self) -> dict[str, Any]:
+        """A meta batch for this optimiser step, on the training device: `clid_meta_batch_size` distinct samples of
+        the meta set, drawn from (seed, global step, process) so that a resumed run draws the same batches."""
+        args = self.args
+        rng = np.random.default_rng([args.seed, self.trainer.state.global_step, args.process_index])
+        size = min(args.clid_meta_batch_size, len(self._meta_dataset))
+        positions = rng.choice(len(self._meta_dataset), size, replace=False).tolist()
+        fetch_rows = getattr(self._meta_dataset, "__getitems__", None)  # one batched read, as a DataLoader does
+        rows = fetch_rows(positions) if fetch_rows else [self._meta_dataset[i] for i in positions]
+        collate = self._meta_collator or self.trainer.data_collator
+        return strip_labels(self.trainer._prepare_inputs(collate(rows)), args.sample_index_column)
+
+    def _meta_update(
+        self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor, features: torch.Tensor
+    ) -> None:
+        meta_loss = self.lookahead_meta_loss(model, inputs, labels, self.meta_batch(), features)
+        params = list(self.meta_net.parameters())
+        grads = torch.autograd.grad(meta_loss, params)
+        flat = torch.cat([g.reshape(-1) for g in grads] + [meta_loss.detach().reshape(1)])
+        all_reduce_mean_([flat])  # one collective: the meta gradients and the logged meta loss
+        flat = torch.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)  # an overflowing look-ahead must not poison V
+        for p, g in zip(params, flat[:-1].split([p.numel() for p in params])):
+            p.grad = g.view_as(p)
+        self.meta_optimizer.step()
+        self.meta_optimizer.zero_grad(set_to_none=True)
+        self.trainer.log_metric("clid_meta_loss", meta_loss.detach())
+
+    def _meta_weights(self, losses: torch.Tensor) -> torch.Tensor:
+        """The meta network's raw weights for per-sample losses (outside autocast, in its own dtype)."""
+        dtype = next(self.meta_net.parameters()).dtype
+        with torch.autocast(device_type=losses.device.type, enabled=False):
+            return self.meta_net(losses.detach().to(dtype))
+
+    def _head_features(self, base: nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
+        """The head's input for a batch, from a no-grad forward."""
+        with torch.no_grad(), HeadFeatureCapture(base, self._head_name) as capture:
+            base(**inputs)
+        return sample_features(capture.features, inputs.get("attention_mask"))
+
+    def _track(self, sample_index: torch.Tensor | None, raw_weights: torch.Tensor, keep: torch.Tensor) -> None:
+        """Store each sample's latest raw weight (identical on every process) and log the batch's statistics."""
+        if sample_index is None:
+            return
+        index, weights, kept = gather_rows(sample_index, raw_weights, keep)
+        index = index.to(self.meta_weight.device)
+        fresh = kept.to(index.device) & _first_occurrence(index)  # a repeated (padding) sample is written once
+        target = torch.where(fresh, index, torch.full_like(index, len(self.meta_weight) - 1))
+        self.meta_weight[target] = weights.to(device=index.device, dtype=self.meta_weight.dtype)
+        count = kept.sum().clamp_min(1)
+        mean = (weights * kept).sum() / count
+        self.trainer.log_metric("meta_weight_mean", mean)
+        self.trainer.log_metric("meta_weight_std", ((weights - mean).square() * kept).sum().div(count).sqrt())
+
+    # ------------------------------------------------------------------------------------------------ epochs
+    def on_epoch_end(self) -> dict[str, float]:
+        """Mean meta weight of the clean and of the mislabelled samples (when clean labels are known)."""
+        if self._noisy is None:
+            return {}
+        weights = self.meta_weight[:-1].float()
+        seen = ~torch.isnan(weights)
+        logs = {}
+        for name, members in (("meta_weight_clean", seen & ~self._noisy), ("meta_weight_noisy", seen & self._noisy)):
+            if bool(members.any()):
+                logs[name] = float(weights[members].mean())
+        return logs
+
+    # ------------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        tensors = {
+            "meta_weight": self.meta_weight[:-1],
+            "meta_set_indices": torch.from_numpy(self.meta_set_indices),
+        }
+        tensors.update({f"meta_net.{name}": p.detach() for name, p in self.meta_net.named_parameters()})
+        for param_id, state in self.meta_optimizer.state_dict()["state"].items():
+            for key, value in state.items():
+                if value is not None:
+                    tensors[f"meta_optimizer.{param_id}.{key}"] = torch.as_tensor(value)
+        return tensors
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "meta_hidden_size": self.args.clid_meta_hidden_size,
+            "meta_optimizer": self.args.clid_meta_optimizer,
+            "scope": self.args.clid_scope,
+        }
+
+    def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+        saved = (metadata.get("meta_hidden_size"), metadata.get("meta_optimizer"))
+        if saved != (self.args.clid_meta_hidden_size, self.args.clid_meta_optimizer):
+            raise ValueError(
+                f"The checkpoint's CLID-MU meta network has clid_meta_hidden_size={saved[0]} and "
+                f"clid_meta_optimizer={saved[1]!r}; resume with the same settings."
+            )
+        self.meta_weight[:-1] = tensors["meta_weight"].to(self.meta_weight.device, self.meta_weight.dtype)
+        self.meta_set_indices = tensors["meta_set_indices"].numpy().astype(np.int64)
+        self._prepare_meta_set()
+        with torch.no_grad():
+            for name, p in self.meta_net.named_parameters():
+                p.copy_(tensors[f"meta_net.{name}"])
+        optimizer_state = self.meta_optimizer.state_dict()
+        optimizer_state["state"] = {}
+        for key, value in tensors.items():
+            if key.startswith("meta_optimizer."):
+                _, param_id, name = key.split(".", 2)
+                optimizer_state["state"].setdefault(int(param_id), {})[name] = value
+        self.meta_optimizer.load_state_dict(optimizer_state)
+
+    # ------------------------------------------------------------------------------------------------ report
+    def noise_scores(self) -> np.ndarray:
+        """`1 - meta_weight / max(meta_weight)` over seen samples, 0 for unseen ones (see the class docstring)."""
+        weights = self.meta_weight[:-1].float().cpu().numpy()
+        seen = ~np.isnan(weights)
+        if not seen.any() or weights[seen].max() <= 0:
+            return np.zeros_like(weights)
+        return np.where(seen, np.clip(1.0 - weights / weights[seen].max(), 0.0, 1.0), 0.0)
+
+    def report_columns(self) -> dict[str, np.ndarray]:
+        return {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
+
+
+def _last_blocks(model: nn.Module, k: int, trainable: list[str]) -> list[str]:
+    """Trainable parameters of the last `k` blocks of the model's block list and of everything registered after it.
+
+    The block list is the longest `nn.ModuleList` not nested in another one (so not a list of experts inside a
+    block); on a tie the later one (a decoder after its encoder).
+    """
+    lists: list[tuple[int, int, str]] = []
+    for order, (name, module) in enumerate(model.named_modules()):
+        nested = any(name.startswith(f"{outer}.") for _, _, outer in lists)
+        if isinstance(module, nn.ModuleList) and len(module) and not nested:
+            lists.append((len(module), order, name))
+    if not lists:
+        raise ValueError(
+            f"clid_scope='last_k' found no list of blocks (nn.ModuleList) in {type(model).__name__}. "
+            "Use clid_scope='head' or 'all'."
+        )
+    blocks, _, list_name = max(lists)
+    kept = tuple(f"{list_name}.{i}." for i in range(max(blocks - k, 0), blocks))
+    names = [name for name, _ in model.named_parameters()]
+    end = max(i for i, name in enumerate(names) if name.startswith(f"{list_name}."))
+    after = set(names[end + 1 :])
+    return [name for name in trainable if name.startswith(kept) or name in after]
+
+
+def _normalise(weights: torch.Tensor) -> torch.Tensor:
+    return weights / (weights.sum() + WEIGHT_NORM_EPS)
+
+
+def _upcast(tensor: torch.Tensor) -> torch.Tensor:
+    """At least float32 (CE and CLID are computed in float32 even under bf16)."""
+    return tensor.to(torch.promote_types(tensor.dtype, torch.float32))

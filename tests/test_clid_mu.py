@@ -1,0 +1,264 @@
+"""CLID-MU (lnl_method="clid_mu"): the meta-gradient, the three scopes on BERT and ViT, guard rails, LoRA, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
+
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.clid import LOG_EPS, feature_graph
+from hf_lnl.methods.clid_mu import MetaWeightNet
+
+COMMON = dict(report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, seed=0)
+CLID_MU = dict(lnl_method="clid_mu", clid_meta_set_size=16, clid_meta_batch_size=8, per_device_train_batch_size=8)
+SCOPES = ["head", "last_k", "all"]
+LOGGED = ("clid_meta_loss", "meta_weight_mean", "meta_weight_std", "meta_weight_clean", "meta_weight_noisy")
+
+
+def _config(tmp_path, **kwargs) -> NoisyLabelConfig:
+    return NoisyLabelConfig(output_dir=str(tmp_path / "out"), **{**COMMON, **CLID_MU, **kwargs})
+
+
+def _spread(model: torch.nn.Module, scale: float) -> torch.nn.Module:
+    """A freshly initialised tiny model maps every input to nearly the same feature (cosine ~ 1), where CLID is
+    flat and the meta-gradient vanishes; larger weights spread the features out."""
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(scale)
+    return model
+
+
+def _family(family: str, n: int = 48, dropout: float = 0.0):
+    if family == "bert":
+        return _spread(tiny_bert(dropout=dropout), 10.0), text_dataset(n)
+    return _spread(tiny_vit(dropout=dropout), 5.0), image_dataset(n)
+
+
+def _with_noise(data, num_labels: int, rate: float = 0.25, seed: int = 0):
+    """Keep the true label as `clean_label` and move a share `rate` of the labels to the next class."""
+    clean = np.asarray(data["label"][:])
+    flip = np.random.default_rng(seed).random(len(clean)) < rate
+    noisy = np.where(flip, (clean + 1) % num_labels, clean)
+    return data.remove_columns("label").add_column("label", noisy.tolist()).add_column("clean_label", clean.tolist())
+
+
+def _training_batch(trainer: NoisyLabelTrainer, data, n: int = 8) -> dict[str, torch.Tensor]:
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+
+
+# ----------------------------------------------------------------------------------------------- meta-gradient
+class _FrozenStopGradientCLID:
+    """CLID with its stop-gradient parts (the feature graph P and the row sums of W) frozen at their first values,
+    in float64: a function whose plain derivative is CLID's gradient at that point, so differences can check it."""
+
+    def __init__(self) -> None:
+        self.log_p: torch.Tensor | None = None
+        self.row_sums: torch.Tensor | None = None
+
+    def __call__(self, features: torch.Tensor, logits: torch.Tensor, temperature: float) -> torch.Tensor:
+        q = F.normalize(torch.softmax(logits.double(), dim=1), dim=1)
+        w = q @ q.T
+        if self.log_p is None:
+            self.log_p = torch.log(feature_graph(features, temperature).double() + LOG_EPS)
+            self.row_sums = w.sum(dim=1, keepdim=True).detach()
+        return -(w / self.row_sums * self.log_p).sum(dim=1).mean()
+
+
+@pytest.mark.parametrize("scope", ["head", "all"])
+def test_meta_gradient_matches_finite_differences(tmp_path, monkeypatch, scope):
+    model = _spread(tiny_bert(dropout=0.0), 20.0).double()
+    data = text_dataset(32)
+    args = _config(tmp_path, clid_scope=scope, clid_meta_batch_size=16)
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+    method = trainer.method
+    method.setup()
+    method.meta_net.double()
+    batch = _training_batch(trainer, data)
+    batch.pop("sample_index")
+    labels = batch.pop("labels")
+    meta_batch = method.meta_batch()
+    params = list(method.meta_net.parameters())
+
+    def meta_loss() -> torch.Tensor:
+        return method.lookahead_meta_loss(model, batch, labels, meta_batch)
+
+    expected = torch.autograd.grad(meta_loss(), params)
+    monkeypatch.setattr("hf_lnl.methods.clid_mu.clid", _FrozenStopGradientCLID())
+    grads = torch.autograd.grad(meta_loss(), params)
+    for got, want in zip(grads, expected):  # the same gradient (CLID's own is float32)
+        torch.testing.assert_close(got, want.double(), rtol=1e-3, atol=1e-3 * float(want.abs().max()))
+    step = 1e-4
+    for param, grad in zip(params, grads):
+        j = int(grad.abs().argmax())
+        assert grad.view(-1)[j].abs() > 1e-6  # a meta-gradient worth checking
+        values = []
+        for shift in (step, -2 * step, step):  # theta + h, theta - h, back to theta
+            with torch.no_grad():
+                param.view(-1)[j] += shift
+            values.append(meta_loss().item())
+        plus, minus = values[:2]
+        assert (plus - minus) / (2 * step) == pytest.approx(grad.view(-1)[j].item(), rel=1e-4)
+
+
+# -------------------------------------------------------------------------------------- one step, all scopes
+@pytest.mark.parametrize("family", ["bert", "vit"])
+@pytest.mark.parametrize("scope", SCOPES)
+def test_meta_step_updates_meta_network_and_loss_reaches_model(tmp_path, family, scope):
+    """Double backward through BERT and ViT (the ViT fails on the fused SDPA kernel unless MATH is used)."""
+    model, data = _family(family, n=16, dropout=0.1)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path, clid_scope=scope), train_dataset=data)
+    trainer.method.setup()
+    before = [p.detach().clone() for p in trainer.method.meta_net.parameters()]
+    model.train()
+    loss = trainer.compute_loss(model, _training_batch(trainer, data))
+    after = list(trainer.method.meta_net.parameters())
+    assert all(not torch.equal(b, a) for b, a in zip(before, after))
+    assert torch.isfinite(loss) and loss.requires_grad
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters() if p.requires_grad)
+    assert all(p.grad is None for p in trainer.method.meta_net.parameters())
+
+
+def test_meta_weight_net_is_seeded_and_leaves_global_random_state_alone():
+    state = torch.get_rng_state()
+    first, second = MetaWeightNet(100, seed=3), MetaWeightNet(100, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(a, b) for a, b in zip(first.parameters(), second.parameters()))
+    weights = first(torch.tensor([0.0, 1.0, 5.0]))
+    assert weights.shape == (3,) and ((weights > 0) & (weights < 1)).all()
+
+
+# ---------------------------------------------------------------------------------------------- guard rails
+def test_fp16_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="fp16"):
+        _config(tmp_path, fp16=True)
+    trainer = NoisyLabelTrainer(model=tiny_bert().half(), args=_config(tmp_path), train_dataset=text_dataset(16))
+    with pytest.raises(ValueError, match="float16.*bfloat16"):
+        trainer.train()
+    assert trainer.state.global_step == 0
+
+
+def test_sharded_training_is_refused(tmp_path, monkeypatch):
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=_config(tmp_path), train_dataset=text_dataset(16))
+    monkeypatch.setattr(trainer, "is_fsdp_enabled", True)
+    with pytest.raises(ValueError, match="FSDP or DeepSpeed ZeRO-3"):
+        trainer.train()
+
+
+def test_scope_without_trainable_parameters_is_refused(tmp_path):
+    model = tiny_bert()
+    model.classifier.requires_grad_(False)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path, clid_scope="head"), train_dataset=text_dataset(16))
+    with pytest.raises(ValueError, match="no trainable parameter.*clid_scope='all'"):
+        trainer.train()
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+def _train(tmp_path, model, data, **kwargs) -> tuple[NoisyLabelTrainer, dict[str, torch.Tensor]]:
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainer = NoisyLabelTrainer(
+        model=model, args=_config(tmp_path, num_train_epochs=1, learning_rate=1e-3, **kwargs), train_dataset=data
+    )
+    trainer.train()
+    return trainer, before
+
+
+@pytest.mark.parametrize("family", ["bert", "vit"])
+@pytest.mark.parametrize("scope", SCOPES)
+def test_trains_end_to_end(tmp_path, family, scope):
+    model, data = _family(family, dropout=0.1)
+    data = _with_noise(data, model.config.num_labels)
+    trainer, before = _train(tmp_path, model, data, clid_scope=scope)
+    for name, p in model.named_parameters():
+        assert not torch.equal(p, before[name]), name
+    history = trainer.state.log_history
+    losses = [entry["loss"] for entry in history if "loss" in entry]
+    assert losses and np.isfinite(losses).all()
+    for metric in LOGGED:
+        assert any(metric in entry for entry in history), metric
+    report = trainer.noise_report()
+    weights = np.asarray(report["meta_weight"][:])
+    assert ((weights > 0) & (weights < 1)).all()  # every sample seen in one epoch
+    scores = np.asarray(report["noise_score"][:])
+    assert ((scores >= 0) & (scores <= 1)).all() and scores.min() == 0.0
+
+
+def test_frozen_embeddings_ignored_labels_and_sgd_meta_optimizer(tmp_path):
+    model, data = _family("bert", n=24)
+    data = data.map(lambda row, i: {"label": -100 if i == 5 else row["label"]}, with_indices=True)
+    model.bert.embeddings.requires_grad_(False)
+    sgd = dict(clid_meta_optimizer="sgd", clid_meta_lr=0.1, clid_meta_weight_decay=5e-4)
+    trainer, before = _train(tmp_path, model, data, clid_scope="all", **sgd)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]) == name.startswith("bert.embeddings."), name
+    report = trainer.noise_report()
+    assert np.isnan(report["meta_weight"][5]) and report["noise_score"][5] == 0.0
+    assert np.isfinite(np.delete(np.asarray(report["meta_weight"][:]), 5)).all()
+
+
+@pytest.mark.parametrize("scope", ["head", "last_k"])
+def test_lora(tmp_path, scope):
+    peft = pytest.importorskip("peft")
+    base, data = _family("bert", n=24)
+    model = peft.get_peft_model(base, peft.LoraConfig(task_type="SEQ_CLS", target_modules=["query", "value"], r=4))
+    trainer, before = _train(tmp_path, model, data, clid_scope=scope)
+    for name, p in model.named_parameters():
+        assert torch.equal(p, before[name]) != p.requires_grad, name
+    assert any("lora_" in name and p.requires_grad for name, p in model.named_parameters())
+    assert np.isfinite(np.asarray(trainer.noise_report()["meta_weight"][:])).all()
+
+
+@pytest.mark.parametrize("precision", ["bf16_autocast", "bf16_model"])
+def test_bf16(tmp_path, precision):
+    model, data = _family("vit", n=16)
+    if precision == "bf16_model":
+        model = model.to(torch.bfloat16)
+    trainer, _ = _train(tmp_path, model, data, clid_scope="all", bf16=precision == "bf16_autocast")
+    meta_losses = [entry["clid_meta_loss"] for entry in trainer.state.log_history if "clid_meta_loss" in entry]
+    assert meta_losses and np.isfinite(meta_losses).all()
+    assert np.isfinite(np.asarray(trainer.noise_report()["meta_weight"][:])).all()
+
+
+def test_one_meta_update_per_optimiser_step_with_gradient_accumulation(tmp_path, monkeypatch):
+    model, data = _family("bert", n=48)
+    trainer = NoisyLabelTrainer(
+        model=model, train_dataset=data,
+        args=_config(tmp_path, num_train_epochs=1, gradient_accumulation_steps=2, clid_update_every=2),
+    )
+    steps, update = [], trainer.method._meta_update
+
+    def counted_update(*args):
+        steps.append(trainer.state.global_step)
+        update(*args)
+
+    monkeypatch.setattr(trainer.method, "_meta_update", counted_update)
+    trainer.train()
+    assert trainer.state.global_step == 3 and steps == [0, 2]  # 6 micro-batches, 3 optimiser steps
+
+
+# ------------------------------------------------------------------------------------------------------- resume
+def test_resume_from_a_middle_checkpoint_ends_identically(tmp_path):
+    data = _with_noise(text_dataset(48), num_labels=4)
+    kwargs = dict(
+        clid_scope="last_k", clid_update_every=2, num_train_epochs=2, learning_rate=1e-3,
+        save_strategy="steps", save_steps=4, clid_meta_optimizer="adam",
+    )
+    full = NoisyLabelTrainer(model=_spread(tiny_bert(dropout=0.1), 10.0), args=_config(tmp_path, **kwargs),
+                             train_dataset=data)
+    full.train()
+    resumed = NoisyLabelTrainer(model=_spread(tiny_bert(dropout=0.1, seed=1), 10.0),
+                                args=_config(tmp_path / "resumed", **kwargs), train_dataset=data)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-4"))  # mid-epoch 1 (6 steps/epoch)
+    expected, got = full.noise_report(), resumed.noise_report()
+    for column in expected.column_names:
+        np.testing.assert_array_equal(np.asarray(got[column][:]), np.asarray(expected[column][:]), err_msg=column)
+    expected_state, got_state = full.method.state_dict(), resumed.method.state_dict()
+    assert set(got_state) == set(expected_state) and any(k.startswith("meta_optimizer.") for k in got_state)
+    for name, tensor in expected_state.items():
+        torch.testing.assert_close(got_state[name], tensor, rtol=0, atol=0, msg=name)
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e] for t in (full, resumed)]
+    assert losses[0] == losses[1] and len(losses[0]) == 12

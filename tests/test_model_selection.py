@@ -1,0 +1,114 @@
+"""Label-free model selection: `eval_clid` and the meta set it shares with CLID-MU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import image_dataset, tiny_vit
+
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.clid import clid
+from hf_lnl.features import HeadFeatureCapture
+from hf_lnl.model_selection import draw_meta_set, evaluate_clid, sample_features
+
+COMMON = dict(report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, seed=0)
+
+
+def _config(tmp_path, **kwargs) -> NoisyLabelConfig:
+    return NoisyLabelConfig(output_dir=str(tmp_path / "out"), **{**COMMON, **kwargs})
+
+
+def _vit():
+    """A tiny ViT whose features differ between images (a fresh one maps them all to nearly the same vector)."""
+    model = tiny_vit()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(5.0)
+    return model
+
+
+def _clid_by_chunks(model, data, chunk: int) -> float:
+    """One forward over the whole set in its stored order, then the mean CLID of consecutive chunks of >= 2."""
+    model.eval()
+    with torch.no_grad(), HeadFeatureCapture(model) as capture:
+        logits = model(pixel_values=data.with_format("torch")[:]["pixel_values"]).logits
+    h = capture.features
+    scores = [clid(h[s : s + chunk], logits[s : s + chunk]) for s in range(0, len(h), chunk) if len(h) - s >= 2]
+    return float(torch.stack(scores).mean())
+
+
+def test_draw_meta_set_is_seeded_distinct_and_capped():
+    first = draw_meta_set(100, 30, seed=4)
+    assert np.array_equal(first, draw_meta_set(100, 30, seed=4)) and len(set(first.tolist())) == 30
+    assert not np.array_equal(first, draw_meta_set(100, 30, seed=5))
+    assert sorted(draw_meta_set(10, 1000, seed=0).tolist()) == list(range(10))
+    with pytest.raises(ValueError):
+        draw_meta_set(0, 10, seed=0)
+
+
+def test_eval_clid_does_not_depend_on_eval_batch_size_and_drops_a_final_single(tmp_path):
+    model, data = _vit(), image_dataset(33)  # chunks of 16: 16 + 16 + a single sample that is dropped
+    values = []
+    for batch_size in (8, 64):
+        args = _config(tmp_path, per_device_eval_batch_size=batch_size, clid_meta_batch_size=16)
+        trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+        values.append(evaluate_clid(trainer, data))
+    assert values[0] == pytest.approx(values[1], rel=1e-6)
+    assert values[0] == pytest.approx(_clid_by_chunks(model, data, 16), rel=1e-6)
+    assert values[0] != pytest.approx(_clid_by_chunks(model, data, 11), rel=1e-4)  # the chunk size matters
+
+
+def test_eval_clid_set_defaults_to_clid_dataset_then_the_meta_set(tmp_path):
+    model, data = _vit(), image_dataset(40)
+    args = _config(tmp_path, clid_meta_set_size=24, clid_meta_batch_size=12)
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+    meta_set = data.select(draw_meta_set(40, 24, seed=0))
+    assert evaluate_clid(trainer) == pytest.approx(_clid_by_chunks(model, meta_set, 12), rel=1e-6)
+    unlabelled = image_dataset(30, seed=3).remove_columns("label")
+    trainer.clid_dataset = unlabelled
+    assert evaluate_clid(trainer) == pytest.approx(_clid_by_chunks(model, unlabelled, 12), rel=1e-6)
+    clid_mu = NoisyLabelTrainer(
+        model=model, args=_config(tmp_path, lnl_method="clid_mu", clid_meta_set_size=24, clid_meta_batch_size=12),
+        train_dataset=data,
+    )
+    clid_mu.method.setup()
+    assert np.array_equal(clid_mu.method.meta_set_indices, draw_meta_set(40, 24, seed=0))
+    assert evaluate_clid(clid_mu) == pytest.approx(evaluate_clid(trainer, meta_set), rel=1e-6)
+
+
+def test_sample_features_pools_decoder_sequences_at_the_last_attended_token():
+    features = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    assert torch.equal(sample_features(features, mask), torch.stack([features[0, 1], features[1, 3]]))
+    assert torch.equal(sample_features(features), features[:, -1])
+    flat = features[:, 0]
+    assert sample_features(flat, mask) is flat
+    with pytest.raises(ValueError, match="clid_head_module"):
+        sample_features(torch.zeros(2, 3, 4, 5))
+
+
+@pytest.mark.parametrize("method", ["none", "clid_mu"])
+def test_best_checkpoint_by_clid(tmp_path, method):
+    data = image_dataset(32)
+    args = _config(
+        tmp_path, lnl_method=method, num_train_epochs=3, learning_rate=5e-3, per_device_train_batch_size=8,
+        eval_strategy="epoch", save_strategy="epoch", metric_for_best_model="clid", load_best_model_at_end=True,
+        clid_meta_set_size=16, clid_meta_batch_size=8,
+    )
+    assert args.greater_is_better is False
+    trainer = NoisyLabelTrainer(model=_vit(), args=args, train_dataset=data, eval_dataset=data.select(range(8)))
+    trainer.train()
+    scores = {entry["step"]: entry["eval_clid"] for entry in trainer.state.log_history if "eval_clid" in entry}
+    assert len(scores) == 3 and all(np.isfinite(list(scores.values())))
+    best_step = min(scores, key=scores.get)
+    assert trainer.state.best_metric == pytest.approx(scores[best_step])
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    assert trainer.evaluate()["eval_clid"] == pytest.approx(scores[best_step], rel=1e-5)  # the best model is back
+
+
+def test_eval_clid_needs_two_samples(tmp_path):
+    trainer = NoisyLabelTrainer(model=_vit(), args=_config(tmp_path), train_dataset=image_dataset(8))
+    with pytest.raises(ValueError, match="at least 2"):
+        evaluate_clid(trainer, image_dataset(1))
