@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .distributed import is_main_process
 from .state import load_state, save_state
 from .tracking import WrongEventTracker
 
@@ -43,6 +42,13 @@ class WrongEventCallback(TrainerCallback):
         self.tracker: WrongEventTracker | None = None
         self._handles: list[Any] = []
         self._pending: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._resume_folder: str | None = None
+
+    def resume_from(self, checkpoint: str) -> WrongEventCallback:
+        """Restore the counts from `checkpoint` when training starts (call it with the path you pass to
+        `trainer.train(resume_from_checkpoint=...)`; by default `output_dir/checkpoint-<global step>` is used)."""
+        self._resume_folder = checkpoint
+        return self
 
     # ------------------------------------------------------------------------------------ callback events
     def on_train_begin(self, args, state, control, model: nn.Module | None = None, train_dataloader=None, **kwargs):
@@ -52,7 +58,7 @@ class WrongEventCallback(TrainerCallback):
         if self.tracker is None or self.tracker.num_samples != num_samples:
             self.tracker = WrongEventTracker(num_samples, num_views=1, device=args.device)
         if state.global_step > 0:  # resuming: the Trainer restored checkpoint-<global_step>
-            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            folder = self._resume_folder or os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             tensors, metadata = load_state(folder)
             self.tracker.load_state_dict({k[len("tracker.") :]: v for k, v in tensors.items()}, metadata["tracker"])
         self._remove_hooks()
@@ -68,7 +74,7 @@ class WrongEventCallback(TrainerCallback):
         self.tracker.end_epoch()
 
     def on_save(self, args, state, control, **kwargs):
-        if is_main_process() and self.tracker is not None:
+        if args.should_save and self.tracker is not None:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
             tensors = {f"tracker.{k}": v for k, v in self.tracker.state_dict().items()}
             save_state(folder, tensors, {"lnl_method": "callback", "tracker": self.tracker.metadata()})

@@ -11,11 +11,6 @@ def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
-def is_main_process() -> bool:
-    """`True` on global rank 0, and when not distributed."""
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Concatenate each tensor's rows from every process, in rank order.
 

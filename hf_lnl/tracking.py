@@ -131,7 +131,8 @@ class WrongEventTracker:
     # ------------------------------------------------------------------------------------------ save / load
     def state_dict(self) -> dict[str, torch.Tensor]:
         """Tensors to save (13 bytes per sample: int32 counts and labels, int16 predictions, uint8 seen bits)."""
-        prediction_dtype = torch.int16 if int(self.previous_predictions.max()) < 2**15 else torch.int32
+        largest = max(int(self.predictions.max()), int(self.previous_predictions.max()))
+        prediction_dtype = torch.int16 if largest < 2**15 else torch.int32
         return {
             "wrong_events": self.wrong_events[:-1],
             "predictions": self.predictions[:-1].to(prediction_dtype),

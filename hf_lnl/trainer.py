@@ -82,6 +82,13 @@ class NoisyLabelTrainer(Trainer):
                 f"NoisyLabelTrainer takes a NoisyLabelConfig, got {type(args).__name__}. "
                 "NoisyLabelConfig accepts every TrainingArguments field: build one with the same keywords."
             )
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_world_size() != args.world_size:
+                raise ValueError(
+                    f"{torch.distributed.get_world_size()} processes are running but the config trains with "
+                    f"world_size={args.world_size}: each process would train alone. On a machine without GPUs set "
+                    "use_cpu=True (e.g. --use_cpu true) so the processes train together."
+                )
         num_labels = getattr(getattr(model, "config", None), "num_labels", None)
         train_dataset, self.label_info, self._untracked_reason = _prepare_train_dataset(
             train_dataset, args, num_labels

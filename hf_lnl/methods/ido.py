@@ -35,6 +35,7 @@ STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "ido_stage1"
+WEAK_BASE_NOISE_RATE = 0.5  # more labels than this judged noisy after stage 1 means the base model learnt little
 STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<input>_strong`
 
 
@@ -184,6 +185,13 @@ class IDO(LNLMethod):
         self._refit(STAGE1_REFIT_ITERATIONS)
         trainer.restart_optimization()
         logger.info(f"IDO stage 2 starts from the base model of epoch {self.base_epoch}.")
+        flagged = float((self.noise_scores() > self.args.noise_score_threshold).mean())
+        if flagged > WEAK_BASE_NOISE_RATE:
+            logger.warning(
+                f"IDO's mixture marks {flagged:.0%} of the training labels as noisy after stage 1: the base model is "
+                "probably too weak (IDO assumes a pretrained backbone), and stage 2 will mostly minimise entropy. "
+                "Give stage 1 more epochs (ido_stage1_epochs) or start from a pretrained model."
+            )
         return {"ido_stage": 2.0, "ido_base_epoch": float(self.base_epoch), **self._mixture_logs()}
 
     def _refit(self, iterations: int) -> None:

