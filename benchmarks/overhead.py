@@ -43,6 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from data import bbc_news_dir, load_bbc_news, minilm_dir  # noqa: E402
+from report import machine_line  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -210,17 +211,8 @@ def _spread(values: list[float], scale: float = 1.0, digits: int = 1) -> str:
 
 
 def machine_info() -> list[str]:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        names = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    except OSError:
-        pass
-    memory = ""
-    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
-        memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
     return [
-        f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}",
+        machine_line(),
         f"Python {platform.python_version()}, torch {torch.__version__} (torch threads: {torch.get_num_threads()}), "
         f"transformers {transformers.__version__}, hf_lnl {hf_lnl.__version__}",
     ]

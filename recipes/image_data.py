@@ -16,6 +16,7 @@ FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
 IDX_IMAGE_OFFSET, IDX_LABEL_OFFSET = 16, 8  # header bytes of the idx format
+IDX_IMAGE_MAGIC, IDX_LABEL_MAGIC = 2051, 2049  # big-endian int32 at the start of idx files
 
 
 def fashion_mnist_available(folder: str | Path = FASHION_MNIST_DIR) -> bool:
@@ -23,28 +24,68 @@ def fashion_mnist_available(folder: str | Path = FASHION_MNIST_DIR) -> bool:
     return (Path(folder) / "train-images-idx3-ubyte.gz").is_file()
 
 
-def load_fashion_mnist(folder: str | Path = FASHION_MNIST_DIR) -> datasets.DatasetDict:
-    """Fashion-MNIST (60,000 + 10,000 28×28 grey images, 10 classes, MIT licence) from its idx files.
+def read_idx_images(path: Path) -> np.ndarray:
+    """The images of a gzipped idx3 file as uint8 (N, rows, cols).
 
     Example:
-        >>> data = load_fashion_mnist()
-        >>> data["train"][0]["image"].shape
-        (28, 28)
+        >>> read_idx_images(FASHION_MNIST_DIR / "t10k-images-idx3-ubyte.gz").shape
+        (10000, 28, 28)
     """
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != IDX_IMAGE_MAGIC or len(raw) < IDX_IMAGE_OFFSET:
+        raise ValueError(f"{path} is not an idx3 image file (magic {magic}, expected {IDX_IMAGE_MAGIC}).")
+    count, rows, cols = np.frombuffer(raw[4:IDX_IMAGE_OFFSET], dtype=">i4")
+    pixels = np.frombuffer(raw, dtype=np.uint8, offset=IDX_IMAGE_OFFSET)
+    if pixels.size != count * rows * cols:
+        raise ValueError(f"{path} declares {count} images of {rows}x{cols} but holds {pixels.size} pixels.")
+    return pixels.reshape(count, rows, cols)
+
+
+def read_idx_labels(path: Path) -> np.ndarray:
+    """The labels of a gzipped idx1 file as int64 (N,)."""
+    with gzip.open(path, "rb") as handle:
+        raw = handle.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != IDX_LABEL_MAGIC or len(raw) < IDX_LABEL_OFFSET:
+        raise ValueError(f"{path} is not an idx1 label file (magic {magic}, expected {IDX_LABEL_MAGIC}).")
+    count = int.from_bytes(raw[4:IDX_LABEL_OFFSET], "big")
+    labels = np.frombuffer(raw, dtype=np.uint8, offset=IDX_LABEL_OFFSET).astype(np.int64)
+    if labels.size != count:
+        raise ValueError(f"{path} declares {count} labels but holds {labels.size}.")
+    return labels
+
+
+def read_fashion_mnist(folder: str | Path = FASHION_MNIST_DIR) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """`{"train": (images, labels), "test": (images, labels)}` from Debian's `dataset-fashion-mnist` idx files."""
     folder = Path(folder)
     if not fashion_mnist_available(folder):
         raise FileNotFoundError(
             f"Fashion-MNIST not found in {folder}: `apt-get install dataset-fashion-mnist` (Debian), or use "
             "--dataset_name digits."
         )
-    splits = {}
-    for split, prefix in (("train", "train"), ("test", "t10k")):
-        with gzip.open(folder / f"{prefix}-images-idx3-ubyte.gz") as handle:
-            images = np.frombuffer(handle.read(), np.uint8, offset=IDX_IMAGE_OFFSET).reshape(-1, 28, 28)
-        with gzip.open(folder / f"{prefix}-labels-idx1-ubyte.gz") as handle:
-            labels = np.frombuffer(handle.read(), np.uint8, offset=IDX_LABEL_OFFSET).astype(np.int64)
-        splits[split] = _as_dataset(images, labels, FASHION_MNIST_CLASSES)
-    return datasets.DatasetDict(splits)
+    return {
+        split: (
+            read_idx_images(folder / f"{prefix}-images-idx3-ubyte.gz"),
+            read_idx_labels(folder / f"{prefix}-labels-idx1-ubyte.gz"),
+        )
+        for split, prefix in (("train", "train"), ("test", "t10k"))
+    }
+
+
+def load_fashion_mnist(folder: str | Path = FASHION_MNIST_DIR) -> datasets.DatasetDict:
+    """Fashion-MNIST (60,000 + 10,000 28×28 grey images, 10 classes, MIT licence) as a DatasetDict.
+
+    Example:
+        >>> data = load_fashion_mnist()
+        >>> data["train"][0]["image"].shape
+        (28, 28)
+    """
+    arrays = read_fashion_mnist(folder)
+    return datasets.DatasetDict(
+        {split: _as_dataset(images, labels, FASHION_MNIST_CLASSES) for split, (images, labels) in arrays.items()}
+    )
 
 
 def load_digits(test_size: int = 360, seed: int = 0) -> datasets.DatasetDict:

@@ -105,3 +105,16 @@ def _free_port() -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return str(sock.getsockname()[1])
+
+
+def test_image_recipe_runs_offline(tmp_path):
+    """The image recipe end to end on a small subset (Fashion-MNIST when installed, else scikit-learn's digits)."""
+    command = [
+        sys.executable, str(RECIPES / "image_classification.py"), "--train_subset", "256", "--eval_subset", "128",
+        "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out"),
+        "--disable_tqdm", "true", "--report_to", "none",
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.search(r"clean test accuracy: \d+\.\d%", done.stdout)
+    assert (tmp_path / "out" / "noise_report.parquet").is_file()

@@ -1,0 +1,291 @@
+"""One runner per benchmark method: train on a task's (noisy) training set and measure accuracy, detection and cost.
+
+Every method gets the task's model, data, epochs, optimiser and schedule (`training_kwargs`); they differ only in
+the trainer and its loss:
+
+- `oracle`: plain `transformers.Trainer` on the clean labels (the ceiling).
+- `trainer`: plain `transformers.Trainer` on the noisy labels (the baseline every ratio refers to).
+- `none`, `ido`, `clid_mu_head`, `clid_mu_all`, `gce`, `sce`: `hf_lnl.NoisyLabelTrainer` with that `lnl_method`
+  (and `clid_scope`); the detection score is the noise report's `noise_score`.
+- `cleanlab_k3`, `cleanlab_k5`: K plain trainings, each on K-1 folds, give out-of-sample predicted probabilities;
+  `cleanlab.filter.find_label_issues(labels, pred_probs)` flags samples; a plain Trainer is retrained on the kept
+  ones. Its issue mask gives precision / recall / F1; its AUROC uses the self-confidence score
+  `1 - pred_probs[i, label_i]` of the same out-of-sample probabilities.
+
+`run_method` returns a JSON-able dict; its `wall_s` covers the whole pipeline of the method (model building, every
+training, prediction, cleanlab's filter, the noise report), not the shared data loading and noise injection.
+"""
+
+from __future__ import annotations
+
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from tasks import NoiseCell, TaskData, TaskSpec
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, compute_accuracy_metrics, noise_detection_metrics
+
+EVAL_BATCH_SIZE = 256  # evaluation only: the same for every method, large enough for a quick pass over the test set
+DETECTION_THRESHOLD = 0.5  # a sample is flagged when its noise_score is above this (hf_lnl's default)
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """A benchmark method: which trainer runs it and with what settings.
+
+    Attributes:
+        name: the method's name in the suites and tables.
+        family: "plain" (transformers.Trainer), "hf_lnl" (NoisyLabelTrainer) or "cleanlab".
+        description: one line for the report.
+        lnl_method / clid_scope: NoisyLabelConfig settings (hf_lnl family).
+        folds: K of cleanlab's cross-validation.
+        clean_labels: train on the clean labels (the oracle).
+        cost: rough time relative to one plain training, used to order runs cheap-first.
+    """
+
+    name: str
+    family: str
+    description: str
+    lnl_method: str | None = None
+    clid_scope: str = "head"
+    folds: int = 0
+    clean_labels: bool = False
+    cost: float = 1.0
+
+
+_HF = "hf_lnl NoisyLabelTrainer"
+METHODS: dict[str, MethodSpec] = {
+    spec.name: spec
+    for spec in (
+        MethodSpec("oracle", "plain", "plain transformers.Trainer on the clean labels", clean_labels=True),
+        MethodSpec("trainer", "plain", "plain transformers.Trainer on the noisy labels"),
+        MethodSpec("none", "hf_lnl", f"{_HF}, cross-entropy + wrong-event tracking", lnl_method="none"),
+        MethodSpec("gce", "hf_lnl", f"{_HF}, generalized cross-entropy (q 0.7)", lnl_method="gce", cost=1.02),
+        MethodSpec("sce", "hf_lnl", f"{_HF}, symmetric cross-entropy (alpha 0.1, beta 1)", lnl_method="sce",
+                   cost=1.02),
+        MethodSpec("clid_mu_head", "hf_lnl", f"{_HF}, CLID-MU, look-ahead on the head", lnl_method="clid_mu",
+                   cost=1.3),
+        MethodSpec("ido", "hf_lnl", f"{_HF}, IDO (stage 1 + stage 2 on weak/strong views)", lnl_method="ido",
+                   cost=1.6),
+        MethodSpec("clid_mu_all", "hf_lnl", f"{_HF}, CLID-MU, look-ahead on all parameters", lnl_method="clid_mu",
+                   clid_scope="all", cost=8.0),  # second-order look-ahead through MiniLM: ~9x a plain step
+        MethodSpec("cleanlab_k3", "cleanlab", "3-fold cleanlab find_label_issues, plain retrain on the kept samples",
+                   folds=3, cost=3.0),
+        MethodSpec("cleanlab_k5", "cleanlab", "5-fold cleanlab find_label_issues, plain retrain on the kept samples",
+                   folds=5, cost=5.0),
+    )
+}  # fmt: skip
+
+
+@dataclass
+class RunContext:
+    """What a runner needs: the method, the task and its data, the (noisy) training set, the seed and a folder."""
+
+    spec: MethodSpec
+    task: TaskSpec
+    data: TaskData
+    train: datasets.Dataset
+    seed: int
+    workdir: str
+    progress: Progress
+
+
+class EpochProgress(TrainerCallback):
+    """Reports each evaluation's accuracy through `progress` (one line per epoch)."""
+
+    def __init__(self, progress: Progress, label: str):
+        self.progress, self.label, self.start = progress, label, time.perf_counter()
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        accuracy = (metrics or {}).get("eval_accuracy", float("nan"))
+        elapsed = time.perf_counter() - self.start
+        self.progress(f"{self.label} epoch {state.epoch:.0f}/{args.num_train_epochs:.0f}: test accuracy "
+                      f"{100 * accuracy:.1f}% ({elapsed:.0f} s)")  # fmt: skip
+
+
+def training_kwargs(task: TaskSpec, seed: int, output_dir: str, evaluate: bool = True) -> dict[str, Any]:
+    """The `TrainingArguments` every method of `task` shares (epochs, optimiser, schedule, batch, seed)."""
+    return dict(
+        output_dir=output_dir,
+        num_train_epochs=task.epochs,
+        learning_rate=task.learning_rate,
+        weight_decay=task.weight_decay,
+        per_device_train_batch_size=task.batch_size,
+        per_device_eval_batch_size=EVAL_BATCH_SIZE,
+        optim="adamw_torch",
+        lr_scheduler_type="linear",
+        warmup_steps=task.warmup,  # a float below 1 is a share of the training steps (transformers 5)
+        eval_strategy="epoch" if evaluate else "no",
+        logging_strategy="epoch",
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        seed=seed,
+    )
+
+
+def run_method(
+    method: str,
+    task: TaskSpec,
+    data: TaskData,
+    cell: NoiseCell,
+    seed: int,
+    progress: Progress = print,
+) -> dict[str, Any]:
+    """Run one benchmark run and return its measurements (accuracy per epoch, detection, time, memory).
+
+    Example:
+        >>> result = run_method("ido", TASKS["C"], load_task("C", cache), TASKS["C"].cell("sym40"), seed=0)
+        >>> result["best_accuracy"], result["detection"]["f1"]
+    """
+    spec = METHODS[method]
+    train = data.train
+    noise: dict[str, Any] = {"realized_rate": 0.0}
+    if not spec.clean_labels:
+        features = data.instance_features() if cell.kind == "instance" and data.instance_features else None
+        train = cell.apply(data.train, seed, features)
+        noisy, clean = _column(train, "label"), _column(train, "clean_label")
+        noise = {"realized_rate": float(np.mean(noisy != clean))}
+    with tempfile.TemporaryDirectory(prefix=f"bench_{method}_") as workdir:
+        start_rss = _current_rss_mb()
+        start = time.perf_counter()
+        runner = {"plain": _run_plain, "hf_lnl": _run_hf_lnl, "cleanlab": _run_cleanlab}[spec.family]
+        result = runner(RunContext(spec, task, data, train, seed, workdir, progress))
+        wall = time.perf_counter() - start
+    trainings = result.pop("trainings")
+    runtime = sum(t["train_runtime"] for t in trainings)
+    steps = sum(t["global_step"] for t in trainings)
+    accuracies = result["accuracy_per_epoch"]
+    return {
+        **result,
+        "best_accuracy": max(accuracies) if accuracies else float("nan"),
+        "last_accuracy": accuracies[-1] if accuracies else float("nan"),
+        "noise": noise,
+        "wall_s": wall,
+        "train_runtime_s": runtime,
+        "eval_runtime_s": sum(t["eval_runtime"] for t in trainings),
+        "global_steps": steps,
+        "s_per_step": runtime / max(steps, 1),
+        "num_trainings": len(trainings),
+        "start_rss_mb": start_rss,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # Linux: KiB
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+# ------------------------------------------------------------------------------------------------ runners
+def _run_plain(ctx: RunContext) -> dict[str, Any]:
+    trainer = _plain_trainer(ctx, ctx.train, evaluate=True, label=ctx.spec.name)
+    output = trainer.train()
+    return {"accuracy_per_epoch": _epoch_accuracies(trainer), "trainings": [_training_cost(trainer, output)]}
+
+
+def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
+    spec = ctx.spec
+    extra: dict[str, Any] = {"lnl_method": spec.lnl_method, "noise_score_threshold": DETECTION_THRESHOLD}
+    if spec.lnl_method == "ido":
+        extra["ido_stage1_epochs"] = ctx.task.ido_stage1_epochs
+    if spec.lnl_method == "clid_mu":
+        extra["clid_scope"] = spec.clid_scope
+    trainer = NoisyLabelTrainer(
+        model=ctx.data.make_model(ctx.seed),
+        args=NoisyLabelConfig(**training_kwargs(ctx.task, ctx.seed, ctx.workdir), **extra),
+        train_dataset=ctx.train,
+        eval_dataset=ctx.data.test,
+        processing_class=ctx.data.processing_class,
+        compute_metrics=compute_accuracy_metrics,
+        callbacks=[EpochProgress(ctx.progress, spec.name)],
+    )
+    output = trainer.train()
+    detection = noise_detection_metrics(trainer.noise_report(), threshold=DETECTION_THRESHOLD)
+    return {
+        "accuracy_per_epoch": _epoch_accuracies(trainer),
+        "detection": {**detection, "score": "noise_score"},
+        "trainings": [_training_cost(trainer, output)],
+    }
+
+
+def _run_cleanlab(ctx: RunContext) -> dict[str, Any]:
+    from cleanlab.filter import find_label_issues
+    from sklearn.model_selection import StratifiedKFold
+
+    name, folds = ctx.spec.name, ctx.spec.folds
+    labels, clean = _column(ctx.train, "label"), _column(ctx.train, "clean_label")
+    pred_probs = np.zeros((len(labels), ctx.data.num_labels), dtype=np.float32)
+    trainings = []
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=ctx.seed)
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        trainer = _plain_trainer(ctx, ctx.train.select(fit_rows), evaluate=False)
+        trainings.append(_training_cost(trainer, trainer.train()))
+        logits = trainer.predict(ctx.train.select(held_rows)).predictions
+        pred_probs[held_rows] = _softmax(logits[0] if isinstance(logits, tuple) else logits)
+        ctx.progress(f"{name} fold {fold + 1}/{folds} trained ({sum(t['train_runtime'] for t in trainings):.0f} s)")
+    issues = find_label_issues(labels=labels, pred_probs=pred_probs, n_jobs=1)
+    ctx.progress(f"{name}: find_label_issues flagged {int(issues.sum())} of {len(labels)}; retraining on the rest")
+    trainer = _plain_trainer(ctx, ctx.train.select(np.flatnonzero(~issues)), evaluate=True, label=f"{name} retrain")
+    trainings.append(_training_cost(trainer, trainer.train()))
+    detection = noise_detection_metrics(scores=issues.astype(np.float64), noisy_labels=labels, clean_labels=clean)
+    self_confidence = 1.0 - pred_probs[np.arange(len(labels)), labels]
+    scored = noise_detection_metrics(scores=self_confidence, noisy_labels=labels, clean_labels=clean)
+    detection["auroc"] = scored["auroc"]
+    detection["score"] = "issue mask (P/R/F1); 1 - out-of-sample p(label) (AUROC)"
+    return {
+        "accuracy_per_epoch": _epoch_accuracies(trainer),
+        "detection": detection,
+        "num_removed": int(issues.sum()),
+        "trainings": trainings,
+    }
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _plain_trainer(ctx: RunContext, train: datasets.Dataset, evaluate: bool, label: str = "") -> Trainer:
+    """A plain `transformers.Trainer` with the task's shared settings, on `train` (evaluating every epoch or not)."""
+    return Trainer(
+        model=ctx.data.make_model(ctx.seed),
+        args=TrainingArguments(**training_kwargs(ctx.task, ctx.seed, ctx.workdir, evaluate=evaluate)),
+        train_dataset=train,
+        eval_dataset=ctx.data.test if evaluate else None,
+        processing_class=ctx.data.processing_class,
+        compute_metrics=compute_accuracy_metrics if evaluate else None,
+        callbacks=[EpochProgress(ctx.progress, label)] if evaluate else [],
+    )
+
+
+def _epoch_accuracies(trainer: Trainer) -> list[float]:
+    return [float(entry["eval_accuracy"]) for entry in trainer.state.log_history if "eval_accuracy" in entry]
+
+
+def _training_cost(trainer: Trainer, output: Any) -> dict[str, float]:
+    eval_runtime = sum(entry["eval_runtime"] for entry in trainer.state.log_history if "eval_runtime" in entry)
+    return {
+        "train_runtime": float(output.metrics["train_runtime"]),
+        "global_step": int(output.global_step),
+        "eval_runtime": float(eval_runtime),
+    }
+
+
+def _column(dataset: datasets.Dataset, name: str) -> np.ndarray:
+    return np.asarray(dataset.with_format("numpy", columns=[name])[name])
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _current_rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return pages * resource.getpagesize() / 2**20
+    except OSError:
+        return float("nan")

@@ -1,0 +1,149 @@
+"""The benchmark harness (`benchmarks/run.py`): planning, resume, the report, the data readers, and the quick suite
+end to end (a few minutes on 2 CPU cores; marked slow, still run in CI)."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import report  # noqa: E402
+import run  # noqa: E402
+import tasks  # noqa: E402
+
+import image_data  # noqa: E402  (recipes/, put on sys.path by tasks)
+
+QUICK_TIMEOUT_S = 600  # the quick suite takes 2-3 minutes here; the limit only stops a hung run
+
+
+def _row(method: str, seed: int, best: float, wall: float, **extra) -> dict:
+    return {
+        "suite": "quick", "task": "C", "cell": "sym40", "noise_kind": "symmetric", "noise_rate": 0.4,
+        "method": method, "seed": seed, "status": "ok", "best_accuracy": best, "last_accuracy": best - 0.01,
+        "accuracy_per_epoch": [best - 0.01, best], "wall_s": wall, "s_per_step": 0.01, "peak_rss_mb": 500.0,
+        "noise": {"realized_rate": 0.4}, "command": "python benchmarks/run.py --suite quick", **extra,
+    }  # fmt: skip
+
+
+def test_plan_runs_seed_zero_of_everything_first_then_cheap_before_expensive():
+    plan = run.plan_runs(run.SUITES["headline"])
+    assert len(plan) == 3 * (5 * 3 + 5 * 1)  # 3 cells; 5 methods x 3 seeds, 5 methods x 1 seed
+    seeds = [r.seed for r in plan]
+    assert seeds == sorted(seeds)
+    seed_zero = [r for r in plan if r.seed == 0]
+    assert {(r.task, r.cell, r.method) for r in seed_zero} == {
+        (task, cell, method) for task, cell in run.SUITES["headline"].cells for method in run.METHODS
+    }
+    costs = [r.cost for r in seed_zero]
+    assert costs == sorted(costs)
+    quick = run.plan_runs(run.SUITES["quick"])
+    assert [r.method for r in quick][:2] == ["oracle", "trainer"] and len(quick) == 8
+
+
+def test_plan_runs_filters_and_seed_override():
+    plan = run.plan_runs(run.SUITES["full"], tasks=["B"], methods=["trainer", "ido"], seeds=[0, 1, 2])
+    assert {(r.task, r.method) for r in plan} == {("B", "trainer"), ("B", "ido")}
+    assert len(plan) == 2 * 2 * 3  # 2 cells of Task B, 2 methods, 3 seeds
+
+
+def test_resume_skips_a_completed_run_and_retries_a_failed_one(tmp_path, capsys):
+    jsonl = tmp_path / "quick.jsonl"
+    failed = {**_row("trainer", 0, 0.3, 10.0), "status": "error", "error": "ValueError: boom"}
+    jsonl.write_text(json.dumps(_row("oracle", 0, 0.7, 10.0)) + "\n" + json.dumps(failed) + "\n")
+    assert run.main(["--suite", "quick", "--output", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "8 runs planned, 1 already in" in out and "7 to run" in out
+    assert "done    Task C sym40 oracle seed 0" in out
+    assert "pending Task C sym40 trainer seed 0" in out  # a failed run is retried
+
+    # --max-runs 0: nothing trains, the JSONL is untouched and the report shows the completed run.
+    before = jsonl.read_text()
+    assert run.main(["--suite", "quick", "--output", str(tmp_path), "--max-runs", "0"]) == 0
+    assert jsonl.read_text() == before
+    table = (tmp_path / "quick.md").read_text()
+    assert "| sym40 | oracle |" in table and "1 runs done of 8 planned, 1 failed" in table
+    assert "ValueError: boom" in table
+
+
+def test_reused_oracle_comes_from_the_same_task_and_seed_only():
+    rows = [_row("oracle", 0, 0.7, 10.0), _row("oracle", 1, 0.72, 10.0)]
+    target = run.Run("C", "sym40", "oracle", 1)
+    assert run.reused_oracle(target, rows)["seed"] == 1
+    assert run.reused_oracle(run.Run("C", "sym40", "oracle", 2), rows) is None
+    assert run.reused_oracle(run.Run("C", "sym40", "oracle", 0), [{**rows[0], "task": "B"}]) is None
+
+
+def test_report_mean_std_and_paired_deltas(tmp_path):
+    rows = [_row("trainer", s, b, w) for s, b, w in ((0, 0.50, 10.0), (1, 0.60, 20.0), (2, 0.70, 30.0))]
+    rows += [_row("ido", s, b, w, detection={"precision": 0.9, "recall": 0.8, "f1": 0.85, "auroc": 0.95})
+             for s, b, w in ((0, 0.60, 20.0), (1, 0.70, 40.0))]  # fmt: skip
+    text = report.render_markdown("quick", rows, commands=["cmd"], method_order=["trainer", "ido"])
+    trainer_line = next(line for line in text.splitlines() if line.startswith("| sym40 | trainer |"))
+    ido_line = next(line for line in text.splitlines() if line.startswith("| sym40 | ido |"))
+    assert "60.0 ± 10.0" in trainer_line  # mean ± sample std over three seeds
+    assert "| 0,1 | 65.0 ± 7.1 |" in ido_line
+    assert "+10.0 / +10.0" in ido_line  # paired by seed: seeds 0 and 1 only
+    assert "| 2.00 |" in ido_line  # wall ratio paired by seed
+    assert "0.850" in ido_line and "0.950" in ido_line
+    jsonl = tmp_path / "quick.jsonl"
+    jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut short')
+    paths = report.write_report(jsonl, command="cmd", method_order=["trainer", "ido"])
+    assert all(Path(p).is_file() for p in paths) and len(paths) == 3
+
+
+def test_idx_readers_and_pixel_values(tmp_path):
+    images = np.arange(2 * 28 * 28, dtype=np.uint32).reshape(2, 28, 28) % 256
+    header = np.array([image_data.IDX_IMAGE_MAGIC, 2, 28, 28], dtype=">i4").tobytes()
+    with gzip.open(tmp_path / "images.gz", "wb") as handle:
+        handle.write(header + images.astype(np.uint8).tobytes())
+    with gzip.open(tmp_path / "labels.gz", "wb") as handle:
+        handle.write(np.array([image_data.IDX_LABEL_MAGIC, 2], dtype=">i4").tobytes() + bytes([3, 7]))
+    assert np.array_equal(image_data.read_idx_images(tmp_path / "images.gz"), images.astype(np.uint8))
+    assert image_data.read_idx_labels(tmp_path / "labels.gz").tolist() == [3, 7]
+    with pytest.raises(ValueError, match="not an idx3"):
+        image_data.read_idx_images(tmp_path / "labels.gz")
+    pixels = tasks.to_pixel_values(images.astype(np.uint8), 255.0)
+    assert pixels.shape == (2, 1, 32, 32) and pixels.dtype == np.float32
+    assert pixels[:, :, :2].max() == -1.0 and -1.0 <= pixels.min() and pixels.max() <= 1.0  # padding = black
+    assert tasks.upsample_bilinear(np.ones((1, 8, 8))).shape == (1, 32, 32)
+
+
+@pytest.mark.skipif(
+    not (image_data.FASHION_MNIST_DIR / "train-images-idx3-ubyte.gz").is_file(),
+    reason="Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)",
+)
+def test_fashion_mnist_files():
+    data = image_data.read_fashion_mnist()
+    assert data["train"][0].shape == (60000, 28, 28) and data["test"][1].shape == (10000,)
+    assert set(np.unique(data["train"][1])) == set(range(10))
+
+
+@pytest.mark.slow
+def test_quick_suite_end_to_end(tmp_path):
+    command = [sys.executable, str(REPO / "benchmarks" / "run.py"), "--suite", "quick", "--output", str(tmp_path)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=QUICK_TIMEOUT_S, cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = report.read_rows(tmp_path / "quick.jsonl")
+    assert sorted(r["method"] for r in rows) == sorted(run.QUICK_METHODS)
+    for row in rows:
+        assert row["status"] == "ok", row.get("error")
+        assert math.isfinite(row["best_accuracy"]) and math.isfinite(row["last_accuracy"])
+        assert row["wall_s"] > 0 and row["s_per_step"] > 0 and row["peak_rss_mb"] > 0
+        if row["method"] not in ("oracle", "trainer"):
+            assert 0.0 <= row["detection"]["f1"] <= 1.0
+    table = (tmp_path / "quick.md").read_text()
+    for method in run.QUICK_METHODS:
+        assert sum(line.startswith(f"| sym40 | {method} |") for line in table.splitlines()) == 1
+    assert "python benchmarks/run.py --suite quick --output" in table
+    assert (tmp_path / "quick_accuracy.png").is_file() and (tmp_path / "quick_time.png").is_file()
