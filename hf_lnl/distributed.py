@@ -40,10 +40,3 @@ def all_reduce_mean_(tensors: list[torch.Tensor]) -> None:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         tensor.div_(n)
 
-
-def broadcast_(tensors: list[torch.Tensor], src: int = 0) -> None:
-    """Broadcast tensors from `src` to every process in place."""
-    if world_size() == 1:
-        return
-    for tensor in tensors:
-        dist.broadcast(tensor, src=src)

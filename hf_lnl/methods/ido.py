@@ -24,6 +24,7 @@ from torch import nn
 from ..features import unwrap_model
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
 from ..state import CheckpointStateError, load_state, save_state
+from ..tracking import select_base_epoch
 from ..views import ImageViews, TextMasker
 from .base import LNLMethod
 
@@ -157,12 +158,11 @@ class IDO(LNLMethod):
     def on_epoch_end(self) -> dict[str, float]:
         tracker = self.trainer.tracker
         if self.stage == 1:
-            changes = tracker.prediction_changes
             if not self.search_done:
-                if len(changes) >= 2 and changes[-1] >= changes[-2]:
-                    self.search_done = True
+                if select_base_epoch(tracker.prediction_changes) == tracker.epochs_completed:
+                    self._snapshot_base(tracker.epochs_completed)  # prediction change still falling
                 else:
-                    self._snapshot_base(tracker.epochs_completed)
+                    self.search_done = True
             if tracker.epochs_completed >= self.stage1_epochs:
                 return self._start_stage2()
             return {"ido_stage": 1.0}
