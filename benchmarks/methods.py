@@ -206,12 +206,20 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
         callbacks=[EpochProgress(ctx.progress, spec.name)],
     )
     output = trainer.train()
-    detection = noise_detection_metrics(trainer.noise_report(), threshold=DETECTION_THRESHOLD)
-    return {
+    report = trainer.noise_report()
+    detection = noise_detection_metrics(report, threshold=DETECTION_THRESHOLD)
+    score = "noise_score (low-weight mixture posterior of meta_weight)" if spec.lnl_method == "clid_mu" else "noise_score"
+    result = {
         "accuracy_per_epoch": _epoch_accuracies(trainer),
-        "detection": {**detection, "score": "noise_score"},
+        "detection": {**detection, "score": score},
         "trainings": [_training_cost(trainer, output)],
     }
+    if "meta_weight" in report.column_names:  # CLID-MU: the mean weight the meta network gives each group
+        weights = _column(report, "meta_weight")
+        flipped = _column(report, "label") != _column(report, "clean_label")
+        result["meta_weight"] = {"clean": float(np.nanmean(weights[~flipped])),
+                                 "flipped": float(np.nanmean(weights[flipped]))}  # fmt: skip
+    return result
 
 
 def _run_cleanlab(ctx: RunContext) -> dict[str, Any]:

@@ -119,8 +119,9 @@ def build_model_and_data(num_rows: int, seq_len: int) -> tuple[torch.nn.Module, 
     return model, data, f"{model_note}; {data_note}"
 
 
-def time_run(kind: str, model: torch.nn.Module, data: datasets.Dataset, options: argparse.Namespace, out: str):
-    common = dict(
+def timing_args(options: argparse.Namespace, out: str) -> dict:
+    """The `TrainingArguments` of a timed run: warm-up + timed steps on the CPU, no saving, no reporting."""
+    return dict(
         output_dir=out,
         max_steps=options.warmup + options.steps,
         per_device_train_batch_size=options.batch_size,
@@ -134,6 +135,10 @@ def time_run(kind: str, model: torch.nn.Module, data: datasets.Dataset, options:
         use_cpu=True,
         seed=0,
     )
+
+
+def time_run(kind: str, model: torch.nn.Module, data: datasets.Dataset, options: argparse.Namespace, out: str):
+    common = timing_args(options, out)
     timer = StepTimer()
     fresh = copy.deepcopy(model)
     if kind == "plain":

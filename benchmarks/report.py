@@ -145,6 +145,7 @@ def render_markdown(
         lines += _noise_line(ok, task)
         lines += _table([s for s in summaries if s.task == task])
         lines.append("")
+        lines += _meta_weight_lines([s for s in summaries if s.task == task])
     lines += [f"![{Path(plot).stem}]({Path(plot).name})" for plot in plots]
     lines += ["", *_notes(method_order, method_descriptions or {})]
     if errors:
@@ -216,6 +217,19 @@ def _table(summaries: list[Summary]) -> list[str]:
             f"{_mean_std(s.values('peak_rss_mb'), 1, 0)} |"
         )
     return lines
+
+
+def _meta_weight_lines(summaries: list[Summary]) -> list[str]:
+    """CLID-MU's mean meta weight on clean and on flipped samples (each sample's weight at its last visit)."""
+    lines = []
+    for s in summaries:
+        clean, flipped = s.by_seed("meta_weight.clean"), s.by_seed("meta_weight.flipped")
+        if clean and flipped:
+            ratios = [flipped[seed] / clean[seed] for seed in clean if seed in flipped and clean[seed] > 0]
+            clean, flipped = list(clean.values()), list(flipped.values())
+            lines.append(f"- {s.cell} `{s.method}`: mean `meta_weight` clean {_mean_std(clean, 1, 3)}, flipped "
+                         f"{_mean_std(flipped, 1, 3)}; flipped / clean {_mean_std(ratios, 1, 2)}")  # fmt: skip
+    return ["CLID-MU's sample weights at the end of training:", "", *lines, ""] if lines else []
 
 
 def _notes(method_order: Sequence[str], descriptions: dict[str, str]) -> list[str]:

@@ -118,10 +118,11 @@ def plan_runs(
     tasks: list[str] | None = None,
     methods: list[str] | None = None,
     seeds: list[int] | None = None,
+    cells: list[str] | None = None,
 ) -> list[Run]:
     """The suite's runs in execution order: by seed (seed 0 of everything first), then cheap before expensive.
 
-    `tasks` / `methods` keep only those; `seeds` replaces every method's seeds.
+    `tasks` / `methods` / `cells` keep only those; `seeds` replaces every method's seeds.
 
     Example:
         >>> [run.method for run in plan_runs(SUITES["quick"])][:3]
@@ -129,7 +130,7 @@ def plan_runs(
     """
     runs = []
     for task, cell in suite.cells:
-        if tasks and task not in tasks:
+        if (tasks and task not in tasks) or (cells and cell not in cells):
             continue
         for method, method_seeds in suite.seeds.items():
             if methods and method not in methods:
@@ -252,7 +253,7 @@ def run_suite(options: argparse.Namespace) -> int:
     suite = SUITES[options.suite]
     output = Path(options.output)
     jsonl = output / f"{suite.name}.jsonl"
-    plan = plan_runs(suite, options.tasks, options.methods, options.seeds)
+    plan = plan_runs(suite, options.tasks, options.methods, options.seeds, options.cells)
     rows = read_rows(jsonl)
     done = completed_keys(rows)
     pending = [run for run in plan if run.key not in done]
@@ -355,6 +356,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--suite", choices=sorted(SUITES), required=True)
     parser.add_argument("--tasks", type=_names(TASKS), default=None, help="Only these tasks, e.g. A,B.")
+    parser.add_argument("--cells", type=_cell_names, default=None, help="Only these noise cells, e.g. sym40,asym40.")
     parser.add_argument("--methods", type=_names(METHODS), default=None, help=f"Only these, from {list(METHODS)}.")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Use these seeds for every method.")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Folder of <suite>.jsonl / .md / plots.")
@@ -366,6 +368,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     arguments = sys.argv[1:] if argv is None else argv
     options.command = "python " + shlex.join([os.path.relpath(__file__, REPO), *arguments])
     return options
+
+
+def _cell_names(value: str) -> list[str]:
+    known = {cell.name for task in TASKS.values() for cell in task.cells}
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown cell(s) {unknown}; choose from {', '.join(sorted(known))}")
+    return names
 
 
 def _names(choices: dict[str, Any]) -> Any:

@@ -56,6 +56,13 @@ def test_plan_runs_filters_and_seed_override():
     assert len(plan) == 2 * 2 * 3  # 2 cells of Task B, 2 methods, 3 seeds
 
 
+def test_plan_runs_cell_filter_and_unknown_cell():
+    plan = run.plan_runs(run.SUITES["headline"], tasks=["A"], cells=["asym40"], methods=["clid_mu_head"], seeds=[0])
+    assert [(r.task, r.cell, r.method, r.seed) for r in plan] == [("A", "asym40", "clid_mu_head", 0)]
+    with pytest.raises(SystemExit):
+        run.parse_args(["--suite", "headline", "--cells", "sym99"])
+
+
 def test_resume_skips_a_completed_run_and_retries_a_failed_one(tmp_path, capsys):
     jsonl = tmp_path / "quick.jsonl"
     failed = {**_row("trainer", 0, 0.3, 10.0), "status": "error", "error": "ValueError: boom"}
@@ -99,6 +106,31 @@ def test_report_mean_std_and_paired_deltas(tmp_path):
     jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"cut short')
     paths = report.write_report(jsonl, command="cmd", method_order=["trainer", "ido"])
     assert all(Path(p).is_file() for p in paths) and len(paths) == 3
+
+
+def test_report_meta_weight_lines_pair_seeds():
+    rows = [_row("clid_mu_head", s, 0.6, 10.0, meta_weight={"clean": c, "flipped": f})
+            for s, c, f in ((0, 0.20, 0.02), (1, 0.10, 0.05))]  # fmt: skip
+    rows.append(_row("ido", 0, 0.6, 10.0))
+    text = report.render_markdown("quick", rows, commands=["cmd"], method_order=["ido", "clid_mu_head"])
+    lines = [line for line in text.splitlines() if "mean `meta_weight`" in line]
+    assert lines == ["- sym40 `clid_mu_head`: mean `meta_weight` clean 0.150 ± 0.071, flipped 0.035 ± 0.021; "
+                     "flipped / clean 0.30 ± 0.28"]  # fmt: skip
+
+
+def test_clid_cost_script_writes_every_scope_and_interval(tmp_path):
+    import clid_cost
+
+    output = tmp_path / "clid_cost.md"
+    clid_cost.main(["--steps", "2", "--warmup", "1", "--batch-size", "4", "--seq-len", "16", "--scopes", "head",
+                    "all", "--intervals", "1", "2", "--threads", "1", "--output", str(output)])  # fmt: skip
+    table = output.read_text()
+    for scope in ("head", "all"):
+        for interval in (1, 2):
+            line = next(row for row in table.splitlines() if row.startswith(f"| {scope} | {interval} |"))
+            ratio = float(line.split("|")[4])
+            assert ratio > 0.5, line  # a CLID-MU step does at least a cross-entropy step's work
+    assert "Cross-entropy step" in table and "clid_cost.py" in table
 
 
 def test_idx_readers_and_pixel_values(tmp_path):

@@ -78,10 +78,11 @@ class CLIDMU(LNLMethod):
 
     Besides the wrong events, it keeps each sample's `meta_weight` (the meta network's raw output at the sample's
     last visit, so from the meta network of that moment) and reports it as a column.
-    `noise_score = 1 - meta_weight / max(meta_weight)`, 0 for samples never seen: a score above 0.5 means the meta
-    network gives the sample less than half the weight of the sample it trusts most. The meta network is a function
-    of the loss only, so the flag is a learned loss threshold; scaling by the maximum keeps it meaningful whatever
-    range the sigmoid settles in (at initialisation every weight is near the same value and nothing is flagged).
+    `noise_score` is the posterior of the low-weight component of a two-component Gaussian mixture fitted to the
+    meta weights (`low_weight_posterior`): above 0.5 means the sample sits with the group the meta network trusts
+    less. The meta network is a function of the loss only, so this is a learned loss threshold read off the weights
+    themselves, whatever range the sigmoid settles in. When the weights have not separated (spread under 1% of
+    the largest, e.g. at initialisation) nothing is flagged; samples never seen score 0.
 
     Logs `clid_meta_loss`, `meta_weight_mean` and `meta_weight_std` with every training log and, when the training
     set has clean labels, `meta_weight_clean` / `meta_weight_noisy` at each epoch end.
@@ -368,15 +369,35 @@ class CLIDMU(LNLMethod):
 
     # ------------------------------------------------------------------------------------------------ report
     def noise_scores(self) -> np.ndarray:
-        """`1 - meta_weight / max(meta_weight)` over seen samples, 0 for unseen ones (see the class docstring)."""
-        weights = self.meta_weight[:-1].float().cpu().numpy()
-        seen = ~np.isnan(weights)
-        if not seen.any() or weights[seen].max() <= 0:
-            return np.zeros_like(weights)
-        return np.where(seen, np.clip(1.0 - weights / weights[seen].max(), 0.0, 1.0), 0.0)
+        """`low_weight_posterior` of the samples' meta weights (see the class docstring)."""
+        return low_weight_posterior(self.meta_weight[:-1].float().cpu().numpy())
 
     def report_columns(self) -> dict[str, np.ndarray]:
         return {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
+
+
+def low_weight_posterior(weights: np.ndarray, min_relative_spread: float = 0.01, seed: int = 0) -> np.ndarray:
+    """Per sample, the posterior of the lower-mean component of a 2-component Gaussian mixture over `weights`.
+
+    NaN (never seen) scores 0, and so does everything when fewer than two samples were seen or the weights span less
+    than `min_relative_spread` of the largest one (nothing to separate yet).
+
+    Example:
+        >>> low_weight_posterior(np.array([0.9, 0.85, 0.88, 0.05, 0.08, np.nan])).round(2)
+        array([0., 0., 0., 1., 1., 0.])
+    """
+    from sklearn.mixture import GaussianMixture
+
+    weights = np.asarray(weights, dtype=np.float64)
+    scores = np.zeros_like(weights)
+    seen = ~np.isnan(weights)
+    values = weights[seen]
+    if values.size < 2 or values.max() - values.min() <= min_relative_spread * abs(values.max()):
+        return scores
+    mixture = GaussianMixture(n_components=2, reg_covar=1e-6, random_state=seed).fit(values[:, None])
+    low = int(np.argmin(mixture.means_.ravel()))
+    scores[seen] = mixture.predict_proba(values[:, None])[:, low]
+    return scores
 
 
 def _last_blocks(model: nn.Module, k: int, trainable: list[str]) -> list[str]:
