@@ -43,6 +43,16 @@ class NonFiniteLossError(RuntimeError):
     """A training loss was NaN or infinite; raised before the optimiser step, so no weights were touched."""
 
 
+class _LabelFreeEvaluation:
+    """Stands in for `eval_dataset` when evaluation is label-free only: `eval_clid` without a clean validation set."""
+
+    def __repr__(self) -> str:
+        return "LABEL_FREE_EVALUATION"
+
+
+LABEL_FREE_EVALUATION = _LabelFreeEvaluation()
+
+
 class NoisyLabelTrainer(Trainer):
     """`transformers.Trainer` for single-label classification on noisy labels.
 
@@ -93,6 +103,8 @@ class NoisyLabelTrainer(Trainer):
         train_dataset, self.label_info, self._untracked_reason = _prepare_train_dataset(
             train_dataset, args, num_labels
         )
+        if eval_dataset is None and args.clid_eval and args.eval_strategy != "no":
+            eval_dataset = LABEL_FREE_EVALUATION  # evaluate() then computes eval_clid alone: no clean set needed
         super().__init__(
             model=model,
             args=args,
@@ -154,11 +166,19 @@ class NoisyLabelTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
-        """`Trainer.evaluate`, plus the label-free `{prefix}_clid` when `clid_eval` is on (model selection)."""
+        """`Trainer.evaluate`, plus the label-free `{prefix}_clid` when `clid_eval` is on (model selection).
+
+        Without any `eval_dataset` (no clean validation set), the evaluation is `{prefix}_clid` alone.
+        """
+        from .model_selection import evaluate_clid
+
+        if eval_dataset is None and self.eval_dataset is LABEL_FREE_EVALUATION:
+            metrics = {f"{metric_key_prefix}_clid": evaluate_clid(self)}
+            self.log(metrics)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            return metrics
         metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         if self.args.clid_eval:
-            from .model_selection import evaluate_clid
-
             metrics[f"{metric_key_prefix}_clid"] = evaluate_clid(self)
             self.log({f"{metric_key_prefix}_clid": metrics[f"{metric_key_prefix}_clid"]})
         return metrics

@@ -108,6 +108,22 @@ def test_best_checkpoint_by_clid(tmp_path, method):
     assert trainer.evaluate()["eval_clid"] == pytest.approx(scores[best_step], rel=1e-5)  # the best model is back
 
 
+def test_label_free_selection_without_an_eval_dataset(tmp_path):
+    args = _config(
+        tmp_path, lnl_method="none", num_train_epochs=2, learning_rate=5e-3, per_device_train_batch_size=8,
+        eval_strategy="epoch", save_strategy="epoch", metric_for_best_model="clid", load_best_model_at_end=True,
+        clid_meta_set_size=16, clid_meta_batch_size=8,
+    )
+    trainer = NoisyLabelTrainer(model=_vit(), args=args, train_dataset=image_dataset(32))  # no clean validation set
+    trainer.train()
+    evaluations = [entry for entry in trainer.state.log_history if "eval_clid" in entry]
+    assert len(evaluations) == 2 and not any("eval_loss" in entry for entry in evaluations)
+    best_step = min(evaluations, key=lambda entry: entry["eval_clid"])["step"]
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    assert set(trainer.evaluate()) == {"eval_clid", "epoch"}  # as Trainer.evaluate, the log adds the epoch
+    assert {"eval_loss", "eval_clid"} <= set(trainer.evaluate(image_dataset(8)))  # a set given explicitly is used
+
+
 def test_eval_clid_needs_two_samples(tmp_path):
     trainer = NoisyLabelTrainer(model=_vit(), args=_config(tmp_path), train_dataset=image_dataset(8))
     with pytest.raises(ValueError, match="at least 2"):
