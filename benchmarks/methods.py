@@ -22,7 +22,7 @@ import resource
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import datasets
@@ -97,6 +97,7 @@ class RunContext:
     seed: int
     workdir: str
     progress: Progress
+    settings: dict[str, Any] = field(default_factory=dict)
 
 
 class EpochProgress(TrainerCallback):
@@ -140,6 +141,7 @@ def run_method(
     cell: NoiseCell,
     seed: int,
     progress: Progress = print,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run one benchmark run and return its measurements (accuracy per epoch, detection, time, memory).
 
@@ -159,7 +161,7 @@ def run_method(
         start_rss = _current_rss_mb()
         start = time.perf_counter()
         runner = {"plain": _run_plain, "hf_lnl": _run_hf_lnl, "cleanlab": _run_cleanlab}[spec.family]
-        result = runner(RunContext(spec, task, data, train, seed, workdir, progress))
+        result = runner(RunContext(spec, task, data, train, seed, workdir, progress, dict(settings or {})))
         wall = time.perf_counter() - start
     trainings = result.pop("trainings")
     runtime = sum(t["train_runtime"] for t in trainings)
@@ -196,6 +198,7 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
         extra["ido_stage1_epochs"] = ctx.task.ido_stage1_epochs
     if spec.lnl_method == "clid_mu":
         extra["clid_scope"] = spec.clid_scope
+    extra.update(ctx.settings)  # an ablation's NoisyLabelConfig overrides (`run.py --set`)
     trainer = NoisyLabelTrainer(
         model=ctx.data.make_model(ctx.seed),
         args=NoisyLabelConfig(**training_kwargs(ctx.task, ctx.seed, ctx.workdir), **extra),

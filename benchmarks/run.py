@@ -151,7 +151,8 @@ def run_in_child(run: Run, data: TaskData, options: argparse.Namespace, log_path
     """Fork a process for `run` and return its result row (status "error" when it raised or died)."""
     context = multiprocessing.get_context("fork")  # the child shares the loaded libraries and data
     receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(run, data, options.threads, log_path, sender), daemon=True)
+    process = context.Process(target=_child, args=(run, data, options.threads, log_path, sender, options.settings),
+                              daemon=True)  # fmt: skip
     process.start()
     sender.close()
     result = None
@@ -172,7 +173,8 @@ def run_in_child(run: Run, data: TaskData, options: argparse.Namespace, log_path
     return result
 
 
-def _child(run: Run, data: TaskData, threads: int | None, log_path: Path, sender: Any) -> None:
+def _child(run: Run, data: TaskData, threads: int | None, log_path: Path, sender: Any,
+           settings: dict[str, Any] | None = None) -> None:  # fmt: skip
     """Body of a run's process: logs to `log_path`, progress lines to the suite's stdout, result to `sender`."""
     progress_fd = os.dup(1)
     sys.stdout.flush()
@@ -197,7 +199,7 @@ def _child(run: Run, data: TaskData, threads: int | None, log_path: Path, sender
         if threads:
             torch.set_num_threads(threads)
         result = {"status": "ok", **run_method(run.method, TASKS[run.task], data, TASKS[run.task].cell(run.cell),
-                                                run.seed, progress)}  # fmt: skip
+                                                run.seed, progress, settings)}  # fmt: skip
     except Exception as error:  # noqa: BLE001 - a failed run is recorded and the suite goes on
         text = traceback.format_exc()
         print(text, flush=True)
@@ -215,7 +217,8 @@ def reused_oracle(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any] | None
     return None
 
 
-def make_row(run: Run, suite: str, command: str, result: dict[str, Any], started: str, loads: tuple) -> dict:
+def make_row(run: Run, suite: str, command: str, result: dict[str, Any], started: str, loads: tuple,
+             settings: dict[str, Any] | None = None) -> dict:  # fmt: skip
     """The JSONL row of a finished run: its identity, when and how it ran, and its measurements."""
     cell = TASKS[run.task].cell(run.cell)
     return {
@@ -232,6 +235,7 @@ def make_row(run: Run, suite: str, command: str, result: dict[str, Any], started
         "loadavg_start": loads[0],
         "loadavg_end": loads[1],
         "command": command,
+        **({"settings": settings} if settings else {}),
         "machine": machine_line(),
         "versions": _versions(),
         "hf_lnl_source": _source_digest(),
@@ -295,7 +299,8 @@ def run_suite(options: argparse.Namespace) -> int:
                 result = run_in_child(run, data, options, log_path)
             except Exception as error:  # noqa: BLE001 - e.g. a data set that is not installed
                 result = {"status": "error", "error": f"{type(error).__name__}: {error}"}
-        row = make_row(run, suite.name, options.command, result, started, (load_start, os.getloadavg()[0]))
+        row = make_row(run, suite.name, options.command, result, started, (load_start, os.getloadavg()[0]),
+                       options.settings)  # fmt: skip
         append_row(jsonl, row)
         rows.append(row)
         write_report(jsonl, **report_kwargs)
@@ -361,13 +366,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Use these seeds for every method.")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Folder of <suite>.jsonl / .md / plots.")
     parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many runs (for testing).")
+    parser.add_argument("--set", dest="settings", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+                        help="A NoisyLabelConfig override for the hf_lnl methods (an ablation; repeatable; needs "
+                        "--output: ablations stay out of the suite's own results).")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true", help="List the runs in order (done / pending) and exit.")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="torch threads per run; 0 keeps torch's default (one per core).")  # fmt: skip
     options = parser.parse_args(argv)
+    options.settings = dict(options.settings)
+    if options.settings and Path(options.output).resolve() == DEFAULT_OUTPUT.resolve():
+        parser.error("--set makes an ablation: give it its own --output folder (e.g. --output /tmp/ablation).")
     arguments = sys.argv[1:] if argv is None else argv
     options.command = "python " + shlex.join([os.path.relpath(__file__, REPO), *arguments])
     return options
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    """KEY=VALUE with VALUE read as JSON when it parses (1.0, true, "x"), else as a string."""
+    key, separator, value = text.partition("=")
+    if not separator or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. clid_lookahead_lr=0.1), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
 
 
 def _cell_names(value: str) -> list[str]:

@@ -38,13 +38,19 @@ class NoisyLabelConfig(TrainingArguments):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
             `"all"` trainable parameters.
         clid_lookahead_lr: Step size of the virtual SGD step (its own setting: at fine-tuning learning rates a
-            look-ahead barely moves the weights; too large a step saturates the look-ahead's softmax and the
-            meta-gradient stops telling clean from flipped samples; 0.1 measured best on MiniLM, see the README).
+            look-ahead barely moves the weights; see `benchmarks/clid_signal.py` for how the meta-gradient's
+            signal depends on it).
         clid_meta_lr / clid_meta_optimizer / clid_meta_weight_decay: The meta-weight network's optimiser.
         clid_meta_set_size / clid_meta_batch_size: Label-free meta set drawn from the training data.
         clid_update_every: Meta update every k optimiser steps.
         clid_temperature: Temperature of the feature graph.
         clid_head_module: Name of the classification head for architectures hf_lnl does not recognise.
+        clid_class_balanced: Normalise the weights within each (given) class of a batch, so that each class keeps
+            its share of the batch's loss and the meta network only moves weight between samples of one class
+            (a loss-only weighting can otherwise starve a class the model has not learnt yet: every sample of it
+            has a high loss). Off by default: METHODS' `w / Σ w` over the whole batch.
+        clid_warmup_epochs: Epochs at the start whose real step is unweighted cross-entropy; the meta network is
+            trained from the first step all the same.
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
             `metric_for_best_model="clid"`.
 
@@ -81,7 +87,7 @@ class NoisyLabelConfig(TrainingArguments):
 
     clid_scope: str = field(default="head", metadata={"help": "Look-ahead scope: 'head', 'last_k' or 'all'."})
     clid_last_k: int = field(default=1, metadata={"help": "Blocks in the look-ahead for scope 'last_k'."})
-    clid_lookahead_lr: float = field(default=0.1, metadata={"help": "Step size of the virtual SGD step."})
+    clid_lookahead_lr: float = field(default=1.0, metadata={"help": "Step size of the virtual SGD step."})
     clid_meta_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the meta-weight network."})
     clid_meta_optimizer: str = field(default="adam", metadata={"help": "'adam' or 'sgd' for the meta network."})
     clid_meta_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the meta network."})
@@ -91,6 +97,12 @@ class NoisyLabelConfig(TrainingArguments):
     clid_update_every: int = field(default=1, metadata={"help": "Meta update every k optimiser steps."})
     clid_temperature: float = field(default=0.5, metadata={"help": "Temperature of CLID's feature graph."})
     clid_head_module: str | None = field(default=None, metadata={"help": "Name of the classification head."})
+    clid_class_balanced: bool = field(
+        default=False, metadata={"help": "Normalise the sample weights within each labelled class of a batch."}
+    )
+    clid_warmup_epochs: float = field(
+        default=0.0, metadata={"help": "Epochs of unweighted training (the meta network already learns)."}
+    )
     clid_eval: bool = field(default=False, metadata={"help": "Compute eval_clid during evaluation."})
 
     gce_q: float = field(default=0.7, metadata={"help": "GCE exponent q in (0, 1]."})

@@ -275,3 +275,32 @@ def test_noise_score_is_the_low_weight_component_posterior():
     # weights that have not separated flag nothing
     assert not low_weight_posterior(np.full(50, 0.5) + rng.normal(0, 1e-4, 50)).any()
     assert not low_weight_posterior(np.array([0.3, np.nan])).any()
+
+
+def test_class_balanced_normalisation_keeps_each_class_share(tmp_path):
+    model, data = _family("bert", n=16)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path, clid_class_balanced=True), train_dataset=data)
+    trainer.method.setup()
+    labels = torch.tensor([0, 0, 1, 1, 1, -100])
+    weights = torch.tensor([0.9, 0.1, 0.2, 0.2, 0.6, 0.0], requires_grad=True)
+    normalised = trainer.method._normalise(weights, labels)
+    assert normalised[:2].sum().item() == pytest.approx(2 / 5) and normalised[2:5].sum().item() == pytest.approx(3 / 5)
+    assert normalised[5].item() == 0.0
+    assert torch.allclose(normalised[:2], torch.tensor([0.9, 0.1]) * 2 / 5, atol=1e-6)  # within a class: w / Σ_class w
+    (gradient,) = torch.autograd.grad(normalised[0], weights)  # differentiable for the meta-gradient
+    assert gradient[0] > 0 and gradient[1] < 0 and gradient[2:].abs().sum() == 0
+
+
+def test_warmup_trains_exactly_like_cross_entropy_while_the_meta_network_learns(tmp_path):
+    data = _with_noise(text_dataset(24), 3)
+    trained = {}
+    for method, extra in (("none", {}), ("clid_mu", {"clid_warmup_epochs": 1.0})):
+        model = _spread(tiny_bert(dropout=0.0), 10.0)
+        trainer, _ = _train(tmp_path / method, model, data, lnl_method=method, **extra)
+        trained[method] = dict(model.named_parameters())
+        if method == "clid_mu":
+            assert any("clid_meta_loss" in entry for entry in trainer.state.log_history)
+            initial = MetaWeightNet(hidden_size=100, seed=COMMON["seed"]).hidden.weight
+            assert not torch.equal(trainer.method.meta_net.hidden.weight.detach().cpu(), initial.detach())
+    for name, p in trained["none"].items():
+        assert torch.allclose(p, trained["clid_mu"][name], atol=1e-5), name

@@ -107,6 +107,7 @@ class CLIDMU(LNLMethod):
         self._scope: list[str] = []  # look-ahead parameter names (relative to the head for scope "head")
         self._noisy: torch.Tensor | None = None  # label != clean label, when clean labels are known
         self._last_meta_step = -1
+        self._num_classes = 0
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -117,6 +118,7 @@ class CLIDMU(LNLMethod):
         self._head_name = next(name for name, module in base.named_modules() if module is head)
         self._scope = self._scope_parameter_names(base, head)
         labels = self.trainer.label_info.labels
+        self._num_classes = max(int(labels.max(initial=0)) + 1, getattr(getattr(base, "config", None), "num_labels", 0) or 0)
         self.meta_set_indices = draw_meta_set(len(labels), args.clid_meta_set_size, args.seed)
         self._prepare_meta_set()
         self.meta_net = MetaWeightNet(args.clid_meta_hidden_size, seed=args.seed).to(args.device)
@@ -196,7 +198,9 @@ class CLIDMU(LNLMethod):
             self._meta_update(model, inputs, labels, features)
         with torch.no_grad():
             raw_weights = self._meta_weights(losses)
-        loss = (_normalise(raw_weights * keep) * losses).sum()
+        warming_up = (self.trainer.state.epoch or 0.0) < self.args.clid_warmup_epochs
+        weights = keep.to(raw_weights.dtype) if warming_up else raw_weights * keep
+        loss = (self._normalise(weights, labels) * losses).sum()
         self._track(sample_index, raw_weights, keep)
         return loss, outputs
 
@@ -240,7 +244,7 @@ class CLIDMU(LNLMethod):
                 buffers = {name: b.clone() for name, b in base.named_buffers()}  # a virtual step updates no stats
                 logits = functional_call(base, {**frozen, **theta, **buffers}, kwargs=inputs)["logits"]
             losses = F.cross_entropy(_upcast(logits), labels, reduction="none", ignore_index=IGNORE_INDEX)
-            weights = _normalise(self._meta_weights(losses) * (labels != IGNORE_INDEX))
+            weights = self._normalise(self._meta_weights(losses) * (labels != IGNORE_INDEX), labels)
             grads = torch.autograd.grad(
                 (weights * losses).sum(), list(theta.values()), create_graph=True, allow_unused=True
             )
@@ -286,6 +290,17 @@ class CLIDMU(LNLMethod):
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
         self.trainer.log_metric("clid_meta_loss", meta_loss.detach())
+
+    def _normalise(self, weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """`w / Σ w` over the batch, or per labelled class with `clid_class_balanced` (each class keeps its share)."""
+        if not self.args.clid_class_balanced:
+            return weights / (weights.sum() + WEIGHT_NORM_EPS)
+        kept = (labels != IGNORE_INDEX).to(weights.dtype)
+        weights, classes = weights * kept, labels.clamp_min(0)
+        zeros = weights.new_zeros(self._num_classes)
+        class_total = zeros.index_add(0, classes, weights)
+        class_share = zeros.index_add(0, classes, kept) / kept.sum().clamp_min(1)
+        return weights / (class_total[classes] + WEIGHT_NORM_EPS) * class_share[classes]
 
     def _meta_weights(self, losses: torch.Tensor) -> torch.Tensor:
         """The meta network's raw weights for per-sample losses (outside autocast, in its own dtype)."""
@@ -422,10 +437,6 @@ def _last_blocks(model: nn.Module, k: int, trainable: list[str]) -> list[str]:
     end = max(i for i, name in enumerate(names) if name.startswith(f"{list_name}."))
     after = set(names[end + 1 :])
     return [name for name in trainable if name.startswith(kept) or name in after]
-
-
-def _normalise(weights: torch.Tensor) -> torch.Tensor:
-    return weights / (weights.sum() + WEIGHT_NORM_EPS)
 
 
 def _upcast(tensor: torch.Tensor) -> torch.Tensor:
