@@ -146,6 +146,7 @@ def render_markdown(
         lines += _table([s for s in summaries if s.task == task])
         lines.append("")
         lines += _meta_weight_lines([s for s in summaries if s.task == task])
+    lines += _settings_lines(ok)
     lines += [f"![{Path(plot).stem}]({Path(plot).name})" for plot in plots]
     lines += ["", *_notes(method_order, method_descriptions or {})]
     if errors:
@@ -217,6 +218,16 @@ def _table(summaries: list[Summary]) -> list[str]:
             f"{_mean_std(s.values('peak_rss_mb'), 1, 0)} |"
         )
     return lines
+
+
+def _settings_lines(ok: list[dict[str, Any]]) -> list[str]:
+    """Runs made with `run.py --set` overrides (copied in from an ablation folder), each with its settings and note."""
+    lines = []
+    for row in sorted((row for row in ok if row.get("settings")), key=run_key):
+        settings = ", ".join(f"`{key}={json.dumps(value)}`" for key, value in row["settings"].items())
+        note = f": {row['note']}" if row.get("note") else ""
+        lines.append(f"- Task {row['task']} {row['cell']} `{row['method']}` seed {row['seed']} ran with {settings}{note}")
+    return ["Runs with explicit settings:", "", *lines, ""] if lines else []
 
 
 def _meta_weight_lines(summaries: list[Summary]) -> list[str]:

@@ -118,6 +118,14 @@ def test_report_meta_weight_lines_pair_seeds():
                      "flipped / clean 0.30 ± 0.28"]  # fmt: skip
 
 
+def test_report_lists_runs_made_with_settings():
+    rows = [_row("trainer", 0, 0.5, 10.0),
+            _row("clid_mu_head", 0, 0.6, 10.0, settings={"clid_class_balanced": True}, note="copied from an ablation")]
+    text = report.render_markdown("quick", rows, commands=["cmd"], method_order=["trainer", "clid_mu_head"])
+    assert ("- Task C sym40 `clid_mu_head` seed 0 ran with `clid_class_balanced=true`: copied from an ablation"
+            in text.splitlines())  # fmt: skip
+
+
 def test_clid_cost_script_writes_every_scope_and_interval(tmp_path):
     import clid_cost
 
