@@ -20,17 +20,15 @@ import argparse
 import copy
 import datetime
 import os
-import shlex
 import statistics
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import datasets
 import torch
 import transformers
 from overhead import REPO, StepTimer, build_model_and_data, machine_info, timing_args
+from report import publish, script_command
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 
@@ -110,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Markdown file to write.")
     options = parser.parse_args(argv)
-    options.command = "python " + shlex.join([os.path.relpath(__file__, REPO), *(sys.argv[1:] if argv is None else argv)])
+    options.command = script_command(__file__, argv)
     if options.threads:
         torch.set_num_threads(options.threads)
     transformers.logging.set_verbosity_error()
@@ -118,10 +116,7 @@ def main(argv: list[str] | None = None) -> None:
     start, load_before = time.perf_counter(), os.getloadavg()[0]
     results, note = measure(options)
     report = render(options, results, note, (load_before, os.getloadavg()[0]), time.perf_counter() - start)
-    print(report)
-    Path(options.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(options.output).write_text(report + "\n")
-    print(f"written to {options.output}")
+    publish(report, options.output)
 
 
 if __name__ == "__main__":

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from report import publish, script_command
 from sklearn.metrics import roc_auc_score
 from tasks import REPO, TASKS, load_task
 from torch.func import functional_call
@@ -121,16 +118,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT))
     options = parser.parse_args(argv)
-    options.command = "python " + shlex.join([os.path.relpath(__file__, REPO), *(sys.argv[1:] if argv is None else argv)])
+    options.command = script_command(__file__, argv)
     if options.threads:
         torch.set_num_threads(options.threads)
     start = time.perf_counter()
     rows = [row for cell in options.cells for row in measure_cell(cell, options)]
     report = render(options, rows, time.perf_counter() - start)
-    print(report)
-    Path(options.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(options.output).write_text(report + "\n")
-    print(f"written to {options.output}")
+    publish(report, options.output)
 
 
 if __name__ == "__main__":

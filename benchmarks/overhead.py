@@ -26,7 +26,6 @@ import copy
 import datetime
 import os
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -43,7 +42,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 from data import bbc_news_dir, load_bbc_news, minilm_dir  # noqa: E402
-from report import machine_line  # noqa: E402
+from report import machine_line, publish, script_command  # noqa: E402
 from transformers import (  # noqa: E402
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -232,7 +231,7 @@ def render(options: argparse.Namespace, step: dict | None, state: dict | None, l
     if step is not None:
         plain, ours, ratios = step["results"]["plain"], step["results"]["hf_lnl"], step["ratios"]
         lines += [
-            f"## Step time: NoisyLabelTrainer(lnl_method=\"none\") vs transformers.Trainer",
+            "## Step time: NoisyLabelTrainer(lnl_method=\"none\") vs transformers.Trainer",
             "",
             f"{step['note']}; batch {options.batch_size}, sequence {options.seq_len}, {options.pairs} interleaved "
             f"pairs of runs, {options.steps} timed steps per run after {options.warmup} warm-up steps. Median over "
@@ -279,8 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--skip-state", action="store_true", help="Only measure the step time.")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Markdown file to write.")
     options = parser.parse_args(argv)
-    arguments = sys.argv[1:] if argv is None else argv
-    options.command = "python " + shlex.join([os.path.relpath(__file__, REPO), *arguments])
+    options.command = script_command(__file__, argv)
     if options.threads:
         torch.set_num_threads(options.threads)
     transformers.logging.set_verbosity_error()
@@ -289,10 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     step = None if options.skip_steps else measure_step_overhead(options)
     state = None if options.skip_state else measure_state_io(options)
     report = render(options, step, state, (load_before, os.getloadavg()[0]), time.perf_counter() - start)
-    print(report)
-    Path(options.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(options.output).write_text(report + "\n")
-    print(f"written to {options.output}")
+    publish(report, options.output)
 
 
 if __name__ == "__main__":

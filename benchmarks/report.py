@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 from collections.abc import Iterable, Sequence
@@ -440,6 +441,20 @@ def write_report(
     temporary.write_text(text)
     os.replace(temporary, markdown)  # readers never see a half-written table
     return [str(markdown), *plots]
+
+
+def script_command(script: str, argv: list[str] | None) -> str:
+    """The command line that ran `script` (relative to the repository), for a report's header."""
+    arguments = sys.argv[1:] if argv is None else argv
+    return "python " + shlex.join([os.path.relpath(script, Path(__file__).resolve().parent.parent), *arguments])
+
+
+def publish(text: str, path: str | Path) -> None:
+    """Print a Markdown report and write it to `path` (folders created)."""
+    print(text)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(text + "\n")
+    print(f"written to {path}")
 
 
 def machine_line() -> str:

@@ -1,7 +1,6 @@
 """Exact resume from a middle checkpoint, checkpoint faults, and the non-finite-loss stop."""
 
 import os
-import shutil
 
 import pytest
 import torch

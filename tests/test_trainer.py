@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
-from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+from transformers import Trainer, TrainingArguments
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, WrongEventCallback, add_sample_index
 
