@@ -27,7 +27,7 @@ import time
 import datasets
 import torch
 import transformers
-from overhead import REPO, StepTimer, build_model_and_data, machine_info, timing_args
+from overhead import REPO, StepTimer, add_timing_arguments, build_model_and_data, machine_info, timing_args
 from report import publish, script_command
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
@@ -99,14 +99,9 @@ def render(options: argparse.Namespace, results: dict, note: str, load: tuple, s
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=12, help="Timed optimiser steps per configuration.")
-    parser.add_argument("--warmup", type=int, default=2, help="Untimed steps at the start of each run.")
-    parser.add_argument("--batch-size", type=int, default=32, help="Train batch and meta batch.")
-    parser.add_argument("--seq-len", type=int, default=64)
+    add_timing_arguments(parser, steps=12, warmup=2, output=DEFAULT_OUTPUT)  # --batch-size is the meta batch too
     parser.add_argument("--scopes", nargs="+", choices=SCOPES, default=list(SCOPES))
     parser.add_argument("--intervals", type=int, nargs="+", default=[1, 2, 4], help="Meta update every k steps.")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Markdown file to write.")
     options = parser.parse_args(argv)
     options.command = script_command(__file__, argv)
     if options.threads:

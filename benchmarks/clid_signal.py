@@ -87,7 +87,8 @@ def measure_cell(cell_name: str, options: argparse.Namespace) -> list[dict]:
                 for f, b in zip(features, batches)
             ])  # fmt: skip
             rows.append({"cell": cell_name, "step": step, "alpha": alpha,
-                         "clean": float(derivative[~is_flipped].mean()), "flipped": float(derivative[is_flipped].mean()),
+                         "clean": float(derivative[~is_flipped].mean()),
+                         "flipped": float(derivative[is_flipped].mean()),
                          "auroc": float(roc_auc_score(is_flipped, derivative))})  # fmt: skip
             print(f"{cell_name} step {step} alpha {alpha}: {rows[-1]}", flush=True)
     return rows

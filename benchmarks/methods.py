@@ -211,7 +211,9 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     output = trainer.train()
     report = trainer.noise_report()
     detection = noise_detection_metrics(report, threshold=DETECTION_THRESHOLD)
-    score = "noise_score (low-weight mixture posterior of meta_weight)" if spec.lnl_method == "clid_mu" else "noise_score"
+    score = "noise_score"
+    if spec.lnl_method == "clid_mu":
+        score += " (low-weight mixture posterior of meta_weight)"
     result = {
         "accuracy_per_epoch": _epoch_accuracies(trainer),
         "detection": {**detection, "score": score},

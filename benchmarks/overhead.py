@@ -118,6 +118,16 @@ def build_model_and_data(num_rows: int, seq_len: int) -> tuple[torch.nn.Module, 
     return model, data, f"{model_note}; {data_note}"
 
 
+def add_timing_arguments(parser: argparse.ArgumentParser, steps: int, warmup: int, output: Path) -> None:
+    """The command-line options every step-timing script shares (steps, batch, sequence, threads, output)."""
+    parser.add_argument("--steps", type=int, default=steps, help="Timed optimiser steps per run.")
+    parser.add_argument("--warmup", type=int, default=warmup, help="Untimed steps at the start of each run.")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+    parser.add_argument("--output", default=str(output), help="Markdown file to write.")
+
+
 def timing_args(options: argparse.Namespace, out: str) -> dict:
     """The `TrainingArguments` of a timed run: warm-up + timed steps on the CPU, no saving, no reporting."""
     return dict(
@@ -265,18 +275,13 @@ def render(options: argparse.Namespace, step: dict | None, state: dict | None, l
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_timing_arguments(parser, steps=20, warmup=3, output=DEFAULT_OUTPUT)
     parser.add_argument("--pairs", type=int, default=6, help="Interleaved (plain, hf_lnl) pairs of runs (>= 5).")
-    parser.add_argument("--steps", type=int, default=20, help="Timed steps per run.")
-    parser.add_argument("--warmup", type=int, default=3, help="Untimed steps at the start of each run.")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--seq-len", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
     parser.add_argument("--state-samples", type=int, default=10_000_000)
     parser.add_argument("--state-repeats", type=int, default=5)
     parser.add_argument("--state-dir", default=None, help="Where the state file is written (default: temp dir).")
     parser.add_argument("--skip-steps", action="store_true", help="Only measure the state I/O.")
     parser.add_argument("--skip-state", action="store_true", help="Only measure the step time.")
-    parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Markdown file to write.")
     options = parser.parse_args(argv)
     options.command = script_command(__file__, argv)
     if options.threads:

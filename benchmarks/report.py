@@ -227,7 +227,8 @@ def _settings_lines(ok: list[dict[str, Any]]) -> list[str]:
     for row in sorted((row for row in ok if row.get("settings")), key=run_key):
         settings = ", ".join(f"`{key}={json.dumps(value)}`" for key, value in row["settings"].items())
         note = f": {row['note']}" if row.get("note") else ""
-        lines.append(f"- Task {row['task']} {row['cell']} `{row['method']}` seed {row['seed']} ran with {settings}{note}")
+        run = f"Task {row['task']} {row['cell']} `{row['method']}` seed {row['seed']}"
+        lines.append(f"- {run} ran with {settings}{note}")
     return ["Runs with explicit settings:", "", *lines, ""] if lines else []
 
 

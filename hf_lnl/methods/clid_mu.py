@@ -118,7 +118,8 @@ class CLIDMU(LNLMethod):
         self._head_name = next(name for name, module in base.named_modules() if module is head)
         self._scope = self._scope_parameter_names(base, head)
         labels = self.trainer.label_info.labels
-        self._num_classes = max(int(labels.max(initial=0)) + 1, getattr(getattr(base, "config", None), "num_labels", 0) or 0)
+        configured = getattr(getattr(base, "config", None), "num_labels", 0) or 0
+        self._num_classes = max(int(labels.max(initial=0)) + 1, configured)
         self.meta_set_indices = draw_meta_set(len(labels), args.clid_meta_set_size, args.seed)
         self._prepare_meta_set()
         self.meta_net = MetaWeightNet(args.clid_meta_hidden_size, seed=args.seed).to(args.device)
