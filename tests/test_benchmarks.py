@@ -63,6 +63,16 @@ def test_plan_runs_cell_filter_and_unknown_cell():
         run.parse_args(["--suite", "headline", "--cells", "sym99"])
 
 
+def test_set_overrides_are_parsed_and_need_their_own_output(tmp_path):
+    options = run.parse_args(["--suite", "quick", "--set", "clid_class_balanced=false", "--set",
+                              "clid_lookahead_lr=0.1", "--set", "clid_scope=all", "--output", str(tmp_path)])  # fmt: skip
+    assert options.settings == {"clid_class_balanced": False, "clid_lookahead_lr": 0.1, "clid_scope": "all"}
+    with pytest.raises(SystemExit):
+        run.parse_args(["--suite", "quick", "--set", "clid_lookahead_lr=0.1"])  # would mix into the suite's results
+    with pytest.raises(SystemExit):
+        run.parse_args(["--suite", "quick", "--set", "no-equals-sign", "--output", str(tmp_path)])
+
+
 def test_resume_skips_a_completed_run_and_retries_a_failed_one(tmp_path, capsys):
     jsonl = tmp_path / "quick.jsonl"
     failed = {**_row("trainer", 0, 0.3, 10.0), "status": "error", "error": "ValueError: boom"}
