@@ -64,8 +64,9 @@ def test_plan_runs_cell_filter_and_unknown_cell():
 
 
 def test_set_overrides_are_parsed_and_need_their_own_output(tmp_path):
-    options = run.parse_args(["--suite", "quick", "--set", "clid_class_balanced=false", "--set",
-                              "clid_lookahead_lr=0.1", "--set", "clid_scope=all", "--output", str(tmp_path)])  # fmt: skip
+    settings = ["clid_class_balanced=false", "clid_lookahead_lr=0.1", "clid_scope=all"]
+    arguments = [word for setting in settings for word in ("--set", setting)]
+    options = run.parse_args(["--suite", "quick", *arguments, "--output", str(tmp_path)])
     assert options.settings == {"clid_class_balanced": False, "clid_lookahead_lr": 0.1, "clid_scope": "all"}
     with pytest.raises(SystemExit):
         run.parse_args(["--suite", "quick", "--set", "clid_lookahead_lr=0.1"])  # would mix into the suite's results
