@@ -49,7 +49,8 @@ class NoisyLabelConfig(TrainingArguments):
             its share of the batch's loss and the meta network only moves weight between samples of one class
             (a loss-only weighting can otherwise starve a class the model has not learnt yet: every sample of it
             has a high loss; measured on BBC News at 40% asymmetric noise: 95.3% test accuracy after epoch 2 with
-            it, 57.3% without). `False` gives the paper's `w / Σ w` over the whole batch.
+            it, 57.3% without). `False` gives the paper's `w / Σ w` over the whole batch. Either way the batch is
+            what one process sees in one forward (a micro-batch under gradient accumulation or DDP).
         clid_warmup_epochs: Epochs at the start whose real step is unweighted cross-entropy; the meta network is
             trained from the first step all the same.
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
