@@ -144,3 +144,19 @@ def test_stage2_from_a_saved_stage1(tmp_path):
     )
     with pytest.raises(ValueError, match="does not match this training set"):
         other.train()
+
+
+def test_warns_when_stage1_learnt_too_little_to_tell_noise(tmp_path, caplog):
+    # lr ~ 0: the model predicts one class throughout stage 1, so every sample of the other classes is wrong in
+    # every epoch and the mixture flags far more than half of the labels.
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-12,
+        ido_mask_token_id=3, **COMMON,
+    )
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(32))
+    with caplog.at_level("WARNING", logger="hf_lnl.methods.ido"):
+        trainer.train()
+    boundary = next(entry for entry in trainer.state.log_history if "ido_base_epoch" in entry)
+    assert boundary["ido_estimated_noise_rate"] > 0.5
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert any("marks" in message and "pretrained model" in message for message in warnings), warnings

@@ -190,7 +190,8 @@ class IDO(LNLMethod):
             logger.warning(
                 f"IDO's mixture marks {flagged:.0%} of the training labels as noisy after stage 1: the base model is "
                 "probably too weak (IDO assumes a pretrained backbone), and stage 2 will mostly minimise entropy. "
-                "Give stage 1 more epochs (ido_stage1_epochs) or start from a pretrained model."
+                "Start from a pretrained model; for a network trained from scratch prefer lnl_method='gce' or "
+                "'none' (on a from-scratch ViT a longer stage 1 did not help: benchmarks/results/ablations)."
             )
         return {"ido_stage": 2.0, "ido_base_epoch": float(self.base_epoch), **self._mixture_logs()}
 
