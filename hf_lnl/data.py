@@ -220,7 +220,9 @@ def keep_index_through_transform(dataset: datasets.Dataset, column: str = "sampl
     if columns is not None and column not in columns:
         columns = [*columns, column]
     return dataset.with_transform(
-        _IndexKeepingTransform(transform, column), columns=columns, output_all_columns=dataset_format["output_all_columns"]
+        _IndexKeepingTransform(transform, column),
+        columns=columns,
+        output_all_columns=dataset_format["output_all_columns"],
     )
 
 

@@ -194,7 +194,9 @@ def build_model_card(
         noise_rate = f"{estimated_noise_rate(scores, args.noise_score_threshold):.1%}"
         num_samples = str(trainer.tracker.num_samples)
     settings = {k: v for k, v in args.to_dict().items() if k.startswith((method.split("_")[0], "lnl_"))}
-    settings.update({k: getattr(args, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")})
+    settings.update(
+        {k: getattr(args, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")}
+    )
     return ModelCard.from_template(
         card_data,
         template_path=str(CARD_TEMPLATE),

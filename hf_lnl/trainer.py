@@ -165,7 +165,9 @@ class NoisyLabelTrainer(Trainer):
         loss, outputs = self.method.compute_loss(model, inputs, sample_index, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss
 
-    def evaluate(self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"):
+    def evaluate(
+        self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval"
+    ):
         """`Trainer.evaluate`, plus the label-free `{prefix}_clid` when `clid_eval` is on (model selection).
 
         Without any `eval_dataset` (no clean validation set), the evaluation is `{prefix}_clid` alone.

@@ -17,7 +17,9 @@ from hf_lnl.noise import add_label_noise
 NOISE_TYPES = ("none", "symmetric", "asymmetric", "instance")
 
 
-def parse_args(script_class: type, defaults: dict[str, Any], argv: list[str] | None = None) -> tuple[Any, NoisyLabelConfig]:
+def parse_args(
+    script_class: type, defaults: dict[str, Any], argv: list[str] | None = None
+) -> tuple[Any, NoisyLabelConfig]:
     """Flags, a YAML file, or `--config FILE` plus overriding flags; the recipe's `defaults` underneath."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((script_class, NoisyLabelConfig))

@@ -81,7 +81,8 @@ class ScriptArguments:
     """What to train on: the model, the data and the label noise (training settings are `NoisyLabelConfig`'s)."""
 
     model_name_or_path: str | None = field(
-        default=None, metadata={"help": "Model path or Hub id (e.g. google/vit-base-patch16-224); default: a small ViT."}
+        default=None,
+        metadata={"help": "Model path or Hub id (e.g. google/vit-base-patch16-224); default: a small ViT."},
     )
     dataset_name: str = field(
         default="fashion_mnist",
@@ -95,7 +96,9 @@ class ScriptArguments:
     noise_class_map: str | None = field(
         default=None, metadata={"help": "Asymmetric map: 'cifar10', 'fashion_mnist' or JSON; default i -> i+1."}
     )
-    human_noise_file: str | None = field(default=None, metadata={"help": "CIFAR-N label file (needs noise_type none)."})
+    human_noise_file: str | None = field(
+        default=None, metadata={"help": "CIFAR-N label file (needs noise_type none)."}
+    )
     human_noise_key: str = field(default="aggre_label", metadata={"help": "Which labels of human_noise_file."})
     train_subset: int | None = field(default=10000, metadata={"help": "Training images kept (0: all)."})
     eval_subset: int | None = field(default=None, metadata={"help": "Test images kept (default: all)."})

@@ -17,11 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+import image_data  # noqa: E402  (recipes/, put on sys.path by tasks)
 import report  # noqa: E402
 import run  # noqa: E402
 import tasks  # noqa: E402
-
-import image_data  # noqa: E402  (recipes/, put on sys.path by tasks)
 
 QUICK_TIMEOUT_S = 600  # the quick suite takes 2-3 minutes here; the limit only stops a hung run
 

@@ -139,7 +139,9 @@ def test_stage2_from_a_saved_stage1(tmp_path):
     assert max(report["stage2_wrong_events"][:]) <= 4
     other = NoisyLabelTrainer(
         model=tiny_bert(),
-        args=NoisyLabelConfig(str(tmp_path / "c"), num_train_epochs=2, ido_stage1_dir=str(stage1), **settings, **COMMON),
+        args=NoisyLabelConfig(
+            str(tmp_path / "c"), num_train_epochs=2, ido_stage1_dir=str(stage1), **settings, **COMMON
+        ),
         train_dataset=text_dataset(40, seed=9),
     )
     with pytest.raises(ValueError, match="does not match this training set"):

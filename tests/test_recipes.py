@@ -114,7 +114,9 @@ def test_image_recipe_runs_offline(tmp_path):
         "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out"),
         "--disable_tqdm", "true", "--report_to", "none",
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert re.search(r"clean test accuracy: \d+\.\d%", done.stdout)
     assert (tmp_path / "out" / "noise_report.parquet").is_file()

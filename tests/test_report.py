@@ -4,9 +4,8 @@ import os
 
 import numpy as np
 import pytest
-from huggingface_hub import RepoUrl
 from conftest import text_dataset, tiny_bert
-from huggingface_hub import HfApi, ModelCard
+from huggingface_hub import HfApi, ModelCard, RepoUrl
 from PIL import Image
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer

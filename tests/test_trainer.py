@@ -136,7 +136,9 @@ def test_sample_index_never_reaches_forward(tmp_path):
     model = tiny_bert()
     received = []
     model.register_forward_pre_hook(lambda m, a, kw: received.append(set(kw)), with_kwargs=True)
-    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path, num_train_epochs=1), train_dataset=text_dataset(16))
+    trainer = NoisyLabelTrainer(
+        model=model, args=_config(tmp_path, num_train_epochs=1), train_dataset=text_dataset(16)
+    )
     trainer.train()
     assert received and all("sample_index" not in keys for keys in received)
 

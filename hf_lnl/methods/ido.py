@@ -364,7 +364,9 @@ def _text_masker(tokenizer: Any, args: Any, model_config: Any) -> TextMasker:
             "lnl_method='ido' masks tokens for the strong text view: pass the tokenizer as `processing_class=` "
             "or set `ido_mask_token_id`."
         )
-    special = [getattr(model_config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")]
+    special = [
+        getattr(model_config, k, None) for k in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id")
+    ]
     return TextMasker(
         args.ido_mask_token_id, [s for s in special if s is not None], model_config.pad_token_id, args.ido_mask_rate
     )
