@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
+sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "recipes")]  # the harness, and the recipes' data readers
 
-import image_data  # noqa: E402  (recipes/, put on sys.path by tasks)
+import image_data  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
 import tasks  # noqa: E402
