@@ -24,7 +24,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 KEY_FIELDS = ("task", "noise_kind", "noise_rate", "method", "seed")
-BASELINE = "trainer"  # every ratio refers to the plain Trainer on the noisy labels of the same cell and seed
+BASELINE = "trainer"  # deltas and ratios refer to the plain Trainer on the noisy labels of the same cell
 KIND_ORDER = {"symmetric": 0, "asymmetric": 1, "instance": 2}
 KIND_MARKERS = {"symmetric": "o", "asymmetric": "s", "instance": "^"}
 NOISE_RATE_AXIS = (0, 70)  # percent: the protocol's rates are 20-60
@@ -104,16 +104,42 @@ def summarize(rows: Iterable[dict[str, Any]], method_order: Sequence[str] = ()) 
     )
 
 
-def paired_delta(summary: Summary, baseline: Summary | None, name: str, ratio: bool = False) -> float:
-    """Mean over the seeds both have of (method - baseline), or of method / baseline when `ratio`; NaN if none."""
+def time_ratio(summary: Summary, baseline: Summary | None, name: str = "wall_s") -> float:
+    """Mean over the method's runs of its time / the `baseline`'s time on the same machine; NaN if none.
+
+    Each run is divided by the baseline run of the same seed when that one ran on the same machine (the row's
+    `machine` string), else by the mean of the baseline's runs on that machine: a suite resumed on another machine
+    never divides one machine's seconds by another's. Runs with no baseline on their machine are left out.
+
+    Example:
+        >>> rows = [{"seed": 0, "machine": "m1", "wall_s": 10.0}, {"seed": 1, "machine": "m2", "wall_s": 40.0}]
+        >>> base = Summary("A", "sym40", "symmetric", 0.4, "trainer", rows)
+        >>> ido = Summary("A", "sym40", "symmetric", 0.4, "ido", [{"seed": 0, "machine": "m2", "wall_s": 60.0}])
+        >>> time_ratio(ido, base)
+        1.5
+    """
+    if baseline is None:
+        return float("nan")
+    ratios = []
+    for row in summary.rows:
+        value = _lookup(row, name)
+        peers = [b for b in baseline.rows if b.get("machine") == row.get("machine")]
+        same_seed = [_lookup(b, name) for b in peers if int(b["seed"]) == int(row["seed"])]
+        reference = same_seed or [_lookup(b, name) for b in peers]
+        reference = [float(v) for v in reference if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
+        if isinstance(value, (int, float)) and math.isfinite(value) and reference:
+            ratios.append(float(value) / statistics.fmean(reference))
+    return statistics.fmean(ratios) if ratios else float("nan")
+
+
+def paired_delta(summary: Summary, baseline: Summary | None, name: str) -> float:
+    """Mean over the seeds both have of (method - baseline); NaN if none."""
     if baseline is None:
         return float("nan")
     mine, theirs = summary.by_seed(name), baseline.by_seed(name)
     shared = sorted(set(mine) & set(theirs))
     if not shared:
         return float("nan")
-    if ratio:
-        return statistics.fmean(mine[s] / theirs[s] for s in shared if theirs[s] > 0)
     return statistics.fmean(mine[s] - theirs[s] for s in shared)
 
 
@@ -207,7 +233,7 @@ def _table(summaries: list[Summary]) -> list[str]:
             best = paired_delta(s, base, "best_accuracy")
             last = paired_delta(s, base, "last_accuracy")
             delta = f"{_signed(100 * best)} / {_signed(100 * last)}"
-            ratio = _number(paired_delta(s, base, "wall_s", ratio=True), 2)
+            ratio = _number(time_ratio(s, base), 2)
         seeds = ",".join(map(str, s.seeds))
         reused = " ¹" if any(row.get("reused_from") for row in s.rows) else ""
         lines.append(
@@ -253,8 +279,9 @@ def _notes(method_order: Sequence[str], descriptions: dict[str, str]) -> list[st
         "the epoch, as in the LNL literature), *last* = the final epoch. Where a method has several seeds: mean ± "
         "sample standard deviation (n − 1) over seeds.",
         "- Δ vs trainer: the method minus `trainer` (plain `transformers.Trainer` on the same noisy labels), paired "
-        "by seed and averaged, in percentage points; *wall / trainer* likewise as a ratio. Both from the same suite "
-        "file (the same invocation unless the suite was resumed).",
+        "by seed and averaged, in percentage points. *wall / trainer*: each run's wall time over `trainer`'s on the "
+        "same machine (same seed where it ran there, else the mean of its runs there), averaged over the runs: a "
+        "suite resumed on another machine never divides one machine's seconds by another's.",
         "- Detection: a training sample is flagged when its `noise_score` > 0.5 (hf_lnl methods: the noise "
         "report's score); precision / recall / F1 of the flags against the truly flipped labels; AUROC of the "
         "score. cleanlab: P/R/F1 of `find_label_issues`' mask; its AUROC uses the self-confidence score "
@@ -368,20 +395,24 @@ def plot_time(rows: list[dict[str, Any]], path: str | Path, method_order: Sequen
     figure, axes = plt.subplots(1, len(tasks), figsize=(6 * len(tasks), 4.5), squeeze=False)
     for axis, task in zip(axes[0], tasks, strict=True):
         walls: dict[str, list[float]] = {}
+        ratios: dict[str, list[float]] = {}
+        baselines = {s.cell: s for s in summaries if s.task == task and s.method == BASELINE}
         for s in summaries:
             if s.task == task:
                 walls.setdefault(s.method, []).extend(s.values("wall_s"))
+                ratio = time_ratio(s, baselines.get(s.cell))
+                ratios.setdefault(s.method, []).extend([ratio] if math.isfinite(ratio) else [])
         names = [m for m in method_order if m in walls] + sorted(set(walls) - set(method_order))
         means = [statistics.fmean(walls[m]) for m in names]
         axis.barh(names, means, color="#4c72b0")
-        base = statistics.fmean(walls[BASELINE]) if walls.get(BASELINE) else None
-        for i, mean in enumerate(means):
-            label = f"{mean:.0f} s" + (f"  ({mean / base:.1f}×)" if base else "")
+        for i, (name, mean) in enumerate(zip(names, means, strict=True)):
+            label = f"{mean:.0f} s" + (f"  ({statistics.fmean(ratios[name]):.1f}×)" if ratios[name] else "")
             axis.text(mean, i, " " + label, va="center", fontsize=8)
         axis.invert_yaxis()
         axis.set_xlabel("wall time of the whole pipeline (s), mean over cells and seeds")
         axis.set_title(f"Task {task}")
         axis.set_xlim(0, 1.35 * max(means, default=1))
+    figure.suptitle("in brackets: wall time / trainer's on the same machine, mean over cells", fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -118,6 +118,22 @@ def test_report_mean_std_and_paired_deltas(tmp_path):
     assert all(Path(p).is_file() for p in paths) and len(paths) == 3
 
 
+def test_wall_ratio_divides_only_by_the_trainer_runs_of_the_same_machine():
+    """A suite resumed on a faster machine: seed 2 of `ido` ran where only `trainer` seed 1 did, and seed 3 of `ido`
+    ran where `trainer` never did (left out, not divided by the other machine's seconds)."""
+    slow, fast = {"machine": "slow CPU"}, {"machine": "fast CPU"}
+    rows = [_row("trainer", 0, 0.5, 100.0, **slow), _row("trainer", 1, 0.5, 50.0, **fast)]
+    rows += [_row("ido", 0, 0.6, 150.0, **slow), _row("ido", 2, 0.6, 100.0, **fast)]
+    rows += [_row("ido", 3, 0.6, 999.0, machine="third CPU")]
+    text = report.render_markdown("quick", rows, commands=["cmd"], method_order=["trainer", "ido"])
+    ido_line = next(line for line in text.splitlines() if line.startswith("| sym40 | ido |"))
+    assert "| 1.75 |" in ido_line  # mean of 150 / 100 (same seed, same machine) and 100 / 50 (same machine)
+    summaries = {s.method: s for s in report.summarize(rows)}
+    assert math.isnan(report.time_ratio(summaries["ido"], None))
+    only_elsewhere = report.Summary("C", "sym40", "symmetric", 0.4, "ido", [rows[-1]])
+    assert math.isnan(report.time_ratio(only_elsewhere, summaries["trainer"]))
+
+
 def test_report_meta_weight_lines_pair_seeds():
     rows = [_row("clid_mu_head", s, 0.6, 10.0, meta_weight={"clean": c, "flipped": f})
             for s, c, f in ((0, 0.20, 0.02), (1, 0.10, 0.05))]  # fmt: skip
