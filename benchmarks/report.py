@@ -296,8 +296,10 @@ def _notes(method_order: Sequence[str], descriptions: dict[str, str]) -> list[st
         "same for every method of a task). RSS, not tracemalloc: torch's tensors are not seen by tracemalloc.",
         "- ¹ `oracle` does not depend on the noise cell: it is trained once per task and seed and its row is shown "
         "in every cell of the task.",
-        "- Timings come from a 2-core machine shared with other jobs (see the load average above), one torch "
-        "thread per run unless the header says otherwise: compare within a table, not across machines.",
+        "- Timings come from 2-core machines shared with other jobs (see the load average above), one torch "
+        "thread per run unless the header says otherwise. Where the header lists several machines (a suite "
+        "resumed elsewhere), *wall (s)* and *s / step* mix them; compare costs with *wall / trainer*, which "
+        "does not.",
         "- Differences that belong to the methods: IDO trains on augmented views (images: random crop + flip in "
         "both stages, RandAugment + cutout for the strong view; text: 15% token masking) and restarts its "
         "optimiser and schedule for stage 2; CLID-MU draws its label-free meta set from the training data. No "
