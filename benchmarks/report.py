@@ -80,11 +80,11 @@ class Summary:
     def values(self, name: str) -> list[float]:
         """A numeric field (dotted path, e.g. "detection.f1") over the seeds, NaN and missing left out."""
         found = [_lookup(row, name) for row in self.rows]
-        return [float(v) for v in found if isinstance(v, (int, float)) and math.isfinite(v)]
+        return [float(v) for v in found if _is_finite_number(v)]
 
     def by_seed(self, name: str) -> dict[int, float]:
         found = {int(row["seed"]): _lookup(row, name) for row in self.rows}
-        return {s: float(v) for s, v in found.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+        return {s: float(v) for s, v in found.items() if _is_finite_number(v)}
 
 
 def summarize(rows: Iterable[dict[str, Any]], method_order: Sequence[str] = ()) -> list[Summary]:
@@ -126,8 +126,8 @@ def time_ratio(summary: Summary, baseline: Summary | None, name: str = "wall_s")
         peers = [b for b in baseline.rows if b.get("machine") == row.get("machine")]
         same_seed = [_lookup(b, name) for b in peers if int(b["seed"]) == int(row["seed"])]
         reference = same_seed or [_lookup(b, name) for b in peers]
-        reference = [float(v) for v in reference if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
-        if isinstance(value, (int, float)) and math.isfinite(value) and reference:
+        reference = [float(v) for v in reference if _is_finite_number(v) and v > 0]
+        if _is_finite_number(value) and reference:
             ratios.append(float(value) / statistics.fmean(reference))
     return statistics.fmean(ratios) if ratios else float("nan")
 
@@ -330,6 +330,11 @@ def _number(value: float, digits: int) -> str:
 
 def _versions(versions: dict[str, str]) -> str:
     return ", ".join(f"{name} {version}" for name, version in sorted(versions.items()))
+
+
+def _is_finite_number(value: Any) -> bool:
+    """A measured number: int or float, not NaN or infinite (a missing field or a None is not)."""
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _lookup(row: dict[str, Any], name: str) -> Any:
