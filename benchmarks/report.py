@@ -235,7 +235,7 @@ def _table(summaries: list[Summary]) -> list[str]:
             delta = f"{_signed(100 * best)} / {_signed(100 * last)}"
             ratio = _number(time_ratio(s, base), 2)
         seeds = ",".join(map(str, s.seeds))
-        reused = " ¹" if any(row.get("reused_from") for row in s.rows) else ""
+        reused = _reuse_marks(s.rows)
         lines.append(
             f"| {s.cell} | {s.method}{reused} | {seeds} | {_mean_std(s.values('best_accuracy'), 100, 1)} | "
             f"{_mean_std(s.values('last_accuracy'), 100, 1)} | {delta} | "
@@ -256,6 +256,14 @@ def _settings_lines(ok: list[dict[str, Any]]) -> list[str]:
         run = f"Task {row['task']} {row['cell']} `{row['method']}` seed {row['seed']}"
         lines.append(f"- {run} ran with {settings}{note}")
     return ["Runs with explicit settings:", "", *lines, ""] if lines else []
+
+
+def _reuse_marks(rows: list[dict[str, Any]]) -> str:
+    """" ¹" for an oracle row shown in another cell of its task, " ²" for a row copied from another suite."""
+    sources = [row["reused_from"] for row in rows if row.get("reused_from")]
+    copied = [source.endswith(" suite") for source in sources]
+    marks = ("¹" if not all(copied) else "") + ("²" if any(copied) else "")
+    return f" {marks}" if marks else ""
 
 
 def _meta_weight_lines(summaries: list[Summary]) -> list[str]:
@@ -295,7 +303,8 @@ def _notes(method_order: Sequence[str], descriptions: dict[str, str]) -> list[st
         "process after the libraries and the task's data were loaded (so it includes that shared baseline, the "
         "same for every method of a task). RSS, not tracemalloc: torch's tensors are not seen by tracemalloc.",
         "- ¹ `oracle` does not depend on the noise cell: it is trained once per task and seed and its row is shown "
-        "in every cell of the task.",
+        "in every cell of the task. ² measured by another suite in the same folder (same task, cell, method and "
+        "seed; the row's `reused_from` names it) and copied, not trained again.",
         "- Timings come from 2-core machines shared with other jobs (see the load average above), one torch "
         "thread per run unless the header says otherwise. Where the header lists several machines (a suite "
         "resumed elsewhere), *wall (s)* and *s / step* mix them; compare costs with *wall / trainer*, which "

@@ -4,6 +4,8 @@ the clean-label oracle and cleanlab, with the same model, data, epochs, optimise
 Each run (task, noise cell, method, seed) is appended as one JSON line to `<output>/<suite>.jsonl` as soon as it
 ends, and `<suite>.md` (table) and `<suite>_accuracy.png` / `<suite>_time.png` are rebuilt after every run. Running
 the same command again resumes: a run already in the JSONL with status "ok" is skipped, a failed one is retried.
+A run another suite already measured in the same folder (the `full` suite's seed 0 of a headline cell) is copied
+with `reused_from`, not trained again; so is `oracle` from another cell of its task (it ignores the noise).
 Runs are ordered so that every method gets seed 0 on every cell first, cheap before expensive: a partial suite is
 already a useful table.
 
@@ -19,7 +21,7 @@ Suites:
 
 Usage:
     python benchmarks/run.py --suite quick
-    python benchmarks/run.py --suite headline --dry-run          # list the runs and which are done
+    python benchmarks/run.py --suite headline --dry-run          # list the runs: done / copy / pending
     nohup python benchmarks/run.py --suite headline > benchmarks/results/headline.log 2>&1 &
     python benchmarks/run.py --suite full --tasks B --methods trainer,ido --seeds 0 1 2
 """
@@ -35,6 +37,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import datetime  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
@@ -55,6 +58,8 @@ from methods import METHODS  # noqa: E402
 from report import machine_line, read_rows, run_key, write_report  # noqa: E402
 from tasks import TASKS, TaskData, load_task  # noqa: E402
 
+from hf_lnl import NoisyLabelConfig  # noqa: E402
+
 DEFAULT_OUTPUT = BENCHMARKS / "results"
 QUICK_METHODS = ("oracle", "trainer", "none", "ido", "clid_mu_head", "gce", "sce", "cleanlab_k3")
 HEADLINE_SEEDED = ("oracle", "trainer", "ido", "clid_mu_head", "cleanlab_k3")  # 3 seeds; the others seed 0
@@ -62,6 +67,7 @@ RESULT_POLL_S = 1.0
 # One torch thread per run: on the shared 2-core machine a MiniLM step took 1.7 s with 1 thread, 2.7 s with 2
 # (passive OpenMP) and 5-12 s with 2 spinning threads, while other jobs ran. Use --threads 0 on an idle machine.
 DEFAULT_THREADS = 1
+IDENTITY = ("suite", "task", "cell", "noise_kind", "noise_rate", "method", "seed")  # a row's, set by make_row
 VERSIONED = ("hf_lnl", "torch", "transformers", "datasets", "cleanlab")
 
 
@@ -212,24 +218,37 @@ def reused_oracle(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any] | None
     """An `oracle` row of the same task and seed from another cell: the oracle ignores the noise cell."""
     for row in reversed(rows):
         if (row.get("status") == "ok" and row["method"] == "oracle" and row["task"] == run.task
-                and int(row["seed"]) == run.seed and not row.get("reused_from")):  # fmt: skip
+                and int(row["seed"]) == run.seed):  # fmt: skip
             return row
     return None
 
 
+def reused_from_other_suite(run: Run, other_rows: dict[str, list[dict[str, Any]]]) -> dict[str, Any] | None:
+    """The same run (task, cell, method, seed; `--set` overrides only of default values) measured by another suite,
+    e.g. the `full` suite's seed 0 of a headline cell: suites differ only in the runs they plan, so none trains twice.
+
+    Example:
+        >>> reused_from_other_suite(Run("A", "sym40", "ido", 0), {"headline": read_rows("headline.jsonl")})
+    """
+    for rows in other_rows.values():
+        for row in reversed(rows):
+            if row.get("status") == "ok" and _are_defaults(row.get("settings") or {}) and run_key(row) == run.key:
+                return row
+    return None
+
+
+def _are_defaults(settings: dict[str, Any]) -> bool:
+    """Whether every `--set` override equals `NoisyLabelConfig`'s default now (an ablation of today's default)."""
+    defaults = {field.name: field.default for field in dataclasses.fields(NoisyLabelConfig)}
+    return all(key in defaults and defaults[key] == value for key, value in settings.items())
+
+
 def make_row(run: Run, suite: str, command: str, result: dict[str, Any], started: str, loads: tuple,
              settings: dict[str, Any] | None = None) -> dict:  # fmt: skip
-    """The JSONL row of a finished run: its identity, when and how it ran, and its measurements."""
+    """The JSONL row of a finished run: its identity, its measurements, and when, where and how it ran (a reused
+    result keeps those of the run that measured it: its machine decides its time ratios)."""
     cell = TASKS[run.task].cell(run.cell)
-    return {
-        "suite": suite,
-        "task": run.task,
-        "cell": run.cell,
-        "noise_kind": cell.kind,
-        "noise_rate": cell.rate,
-        "method": run.method,
-        "seed": run.seed,
-        **result,
+    provenance = {
         "started_at": started,
         "finished_at": _now(),
         "loadavg_start": loads[0],
@@ -239,6 +258,17 @@ def make_row(run: Run, suite: str, command: str, result: dict[str, Any], started
         "machine": machine_line(),
         "versions": _versions(),
         "hf_lnl_source": _source_digest(),
+    }
+    return {
+        "suite": suite,
+        "task": run.task,
+        "cell": run.cell,
+        "noise_kind": cell.kind,
+        "noise_rate": cell.rate,
+        "method": run.method,
+        "seed": run.seed,
+        **result,
+        **{key: value for key, value in provenance.items() if key not in result},
     }
 
 
@@ -259,13 +289,16 @@ def run_suite(options: argparse.Namespace) -> int:
     jsonl = output / f"{suite.name}.jsonl"
     plan = plan_runs(suite, options.tasks, options.methods, options.seeds, options.cells)
     rows = read_rows(jsonl)
+    other_rows = {name: read_rows(output / f"{name}.jsonl") for name in SUITES if name != suite.name}
     done = completed_keys(rows)
     pending = [run for run in plan if run.key not in done]
     print(f"suite {suite.name}: {len(plan)} runs planned, {len(plan) - len(pending)} already in {jsonl}, "
           f"{len(pending)} to run", flush=True)  # fmt: skip
     if options.dry_run:
         for number, run in enumerate(plan, start=1):
-            print(f"  [{number:>3}/{len(plan)}] {'done   ' if run.key in done else 'pending'} {run.label}")
+            copied = not options.settings and reused_from_other_suite(run, other_rows) is not None
+            state = "done   " if run.key in done else "copy   " if copied else "pending"
+            print(f"  [{number:>3}/{len(plan)}] {state} {run.label}")
         return 0
     report_kwargs = dict(
         suite=suite.name,
@@ -286,10 +319,12 @@ def run_suite(options: argparse.Namespace) -> int:
         print(f"[{number:>3}/{len(plan)}] {run.label}: start (suite elapsed {_clock(time.perf_counter() - start)})",
               flush=True)  # fmt: skip
         started, load_start = _now(), os.getloadavg()[0]
-        oracle = reused_oracle(run, rows) if run.method == "oracle" else None
-        if oracle is not None:
-            keep = {k: v for k, v in oracle.items() if k not in ("suite", "task", "cell", "noise_kind", "noise_rate")}
-            result = {**keep, "reused_from": oracle["cell"]}
+        copied = None if options.settings else reused_from_other_suite(run, other_rows)
+        oracle = reused_oracle(run, rows) if copied is None and run.method == "oracle" else None
+        if copied is not None or oracle is not None:
+            source = copied or oracle
+            result = {k: v for k, v in source.items() if k not in IDENTITY}
+            result["reused_from"] = f"{source['suite']} suite" if copied else source["cell"]
         else:
             try:
                 if run.task not in cache:
@@ -369,7 +404,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", dest="settings", action="append", type=_setting, default=[], metavar="KEY=VALUE",
                         help="A NoisyLabelConfig override for the hf_lnl methods (an ablation; repeatable; needs "
                         "--output: ablations stay out of the suite's own results).")  # fmt: skip
-    parser.add_argument("--dry-run", action="store_true", help="List the runs in order (done / pending) and exit.")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="List the runs in order (done / copied from another suite / pending); exit.")  # fmt: skip
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="torch threads per run; 0 keeps torch's default (one per core).")  # fmt: skip
     options = parser.parse_args(argv)

@@ -100,6 +100,42 @@ def test_reused_oracle_comes_from_the_same_task_and_seed_only():
     assert run.reused_oracle(run.Run("C", "sym40", "oracle", 0), [{**rows[0], "task": "B"}]) is None
 
 
+def test_full_suite_copies_what_the_headline_suite_measured_with_its_provenance(tmp_path, capsys):
+    """Seed 0 of a headline cell is the same run in `full`: copied, keeping the machine that measured it (its time
+    ratios depend on it); a row with `--set` overrides or an error is not copied; `oracle` of another cell of the
+    task is reused from the copy."""
+    where = {"machine": "slow CPU", "started_at": "2026-01-01T00:00:00+00:00", "command": "headline command"}
+    headline = [
+        _row("oracle", 0, 0.8, 50.0, suite="headline", task="B", **where),
+        _row("trainer", 0, 0.6, 40.0, suite="headline", task="B", **where),
+        _row("ido", 0, 0.9, 60.0, suite="headline", task="B", settings={"ido_stage1_epochs": 1}),
+        {**_row("sce", 0, 0.1, 1.0, suite="headline", task="B"), "status": "error", "error": "ValueError: boom"},
+    ]
+    (tmp_path / "headline.jsonl").write_text("".join(json.dumps(row) + "\n" for row in headline))
+    arguments = ["--suite", "full", "--tasks", "B", "--seeds", "0", "--output", str(tmp_path)]
+    assert run.main([*arguments, "--methods", "trainer,ido", "--dry-run"]) == 0
+    listed = capsys.readouterr().out
+    assert "copy    Task B sym40 trainer seed 0" in listed and "pending Task B sym40 ido seed 0" in listed
+    assert run.main([*arguments, "--methods", "oracle,trainer", "--max-runs", "3"]) == 0
+    assert "(reused from headline suite)" in capsys.readouterr().out
+    rows = {(r["cell"], r["method"]): r for r in report.read_rows(tmp_path / "full.jsonl")}
+    assert set(rows) == {("sym40", "oracle"), ("sym40", "trainer"), ("asym40", "oracle")}
+    trainer = rows[("sym40", "trainer")]
+    assert trainer["suite"] == "full" and trainer["reused_from"] == "headline suite"
+    assert trainer["best_accuracy"] == 0.6 and {k: trainer[k] for k in where} == where
+    assert rows[("asym40", "oracle")]["reused_from"] == "sym40" and rows[("asym40", "oracle")]["machine"] == "slow CPU"
+    table = (tmp_path / "full.md").read_text()
+    assert "| sym40 | trainer ² |" in table and "| asym40 | oracle ¹ |" in table
+
+    other = _row("ido", 0, 0.9, 60.0, suite="headline", task="B")
+    assert run.reused_from_other_suite(run.Run("B", "sym40", "ido", 0), {"headline": headline}) is None
+    assert run.reused_from_other_suite(run.Run("B", "sym40", "sce", 0), {"headline": headline}) is None
+    assert run.reused_from_other_suite(run.Run("B", "sym40", "ido", 0), {"headline": [other]}) is other
+    assert run.reused_from_other_suite(run.Run("B", "asym40", "ido", 0), {"headline": [other]}) is None
+    default_run = {**other, "settings": {"clid_class_balanced": run.NoisyLabelConfig.clid_class_balanced}}
+    assert run.reused_from_other_suite(run.Run("B", "sym40", "ido", 0), {"headline": [default_run]}) is default_run
+
+
 def test_report_mean_std_and_paired_deltas(tmp_path):
     rows = [_row("trainer", s, b, w) for s, b, w in ((0, 0.50, 10.0), (1, 0.60, 20.0), (2, 0.70, 30.0))]
     rows += [_row("ido", s, b, w, detection={"precision": 0.9, "recall": 0.8, "f1": 0.85, "auroc": 0.95})
