@@ -1,13 +1,13 @@
 """The benchmark report: a suite's JSONL rows -> a Markdown table and two plots (accuracy vs noise rate, time).
 
-Pure functions of the rows (no torch, no training), so the report can be rebuilt at any time:
+Pure functions of the rows (no torch, no training), so the report can be rebuilt at any time, with the suite's
+planned run count and method descriptions, by the harness:
 
-    python benchmarks/report.py benchmarks/results/headline.jsonl   # rewrites headline.md and the plots
+    python benchmarks/run.py --suite headline --max-runs 0   # rewrites headline.md and the plots, trains nothing
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -518,22 +518,3 @@ def machine_line() -> str:
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"
     return f"{cpu}, {os.cpu_count()} cores{memory}, {platform.system()} {platform.release()}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Rebuild a suite's Markdown table and plots from its JSONL file.")
-    parser.add_argument("jsonl", help="benchmarks/results/<suite>.jsonl")
-    options = parser.parse_args(argv)
-    from methods import METHODS  # the canonical method order and descriptions (imports torch)
-    from tasks import TASKS
-
-    descriptions = {name: spec.description for name, spec in METHODS.items()}
-    titles = {name: spec.title for name, spec in TASKS.items()}
-    recipes = {name: spec.recipe for name, spec in TASKS.items()}
-    for path in write_report(options.jsonl, method_order=list(METHODS), method_descriptions=descriptions,
-                             task_titles=titles, task_recipes=recipes):  # fmt: skip
-        print(f"written {path}")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
