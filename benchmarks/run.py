@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import datetime  # noqa: E402
+import functools  # noqa: E402
 import importlib.metadata  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
@@ -232,15 +233,20 @@ def reused_from_other_suite(run: Run, other_rows: dict[str, list[dict[str, Any]]
     """
     for rows in other_rows.values():
         for row in reversed(rows):
-            if row.get("status") == "ok" and _are_defaults(row.get("settings") or {}) and run_key(row) == run.key:
+            if run_key(row) == run.key and row.get("status") == "ok" and _are_defaults(row.get("settings") or {}):
                 return row
     return None
 
 
 def _are_defaults(settings: dict[str, Any]) -> bool:
     """Whether every `--set` override equals `NoisyLabelConfig`'s default now (an ablation of today's default)."""
-    defaults = {field.name: field.default for field in dataclasses.fields(NoisyLabelConfig)}
+    defaults = _config_defaults()
     return all(key in defaults and defaults[key] == value for key, value in settings.items())
+
+
+@functools.cache
+def _config_defaults() -> dict[str, Any]:
+    return {field.name: field.default for field in dataclasses.fields(NoisyLabelConfig)}
 
 
 def make_row(run: Run, suite: str, command: str, result: dict[str, Any], started: str, loads: tuple,
@@ -289,14 +295,17 @@ def run_suite(options: argparse.Namespace) -> int:
     jsonl = output / f"{suite.name}.jsonl"
     plan = plan_runs(suite, options.tasks, options.methods, options.seeds, options.cells)
     rows = read_rows(jsonl)
-    other_rows = {name: read_rows(output / f"{name}.jsonl") for name in SUITES if name != suite.name}
+    # Runs other suites measured, to copy instead of training; none under --set (an ablation measures its own).
+    other_rows = {} if options.settings else {
+        name: read_rows(output / f"{name}.jsonl") for name in SUITES if name != suite.name
+    }  # fmt: skip
     done = completed_keys(rows)
     pending = [run for run in plan if run.key not in done]
     print(f"suite {suite.name}: {len(plan)} runs planned, {len(plan) - len(pending)} already in {jsonl}, "
           f"{len(pending)} to run", flush=True)  # fmt: skip
     if options.dry_run:
         for number, run in enumerate(plan, start=1):
-            copied = not options.settings and reused_from_other_suite(run, other_rows) is not None
+            copied = reused_from_other_suite(run, other_rows) is not None
             state = "done   " if run.key in done else "copy   " if copied else "pending"
             print(f"  [{number:>3}/{len(plan)}] {state} {run.label}")
         return 0
@@ -319,7 +328,7 @@ def run_suite(options: argparse.Namespace) -> int:
         print(f"[{number:>3}/{len(plan)}] {run.label}: start (suite elapsed {_clock(time.perf_counter() - start)})",
               flush=True)  # fmt: skip
         started, load_start = _now(), os.getloadavg()[0]
-        copied = None if options.settings else reused_from_other_suite(run, other_rows)
+        copied = reused_from_other_suite(run, other_rows)
         oracle = reused_oracle(run, rows) if copied is None and run.method == "oracle" else None
         if copied is not None or oracle is not None:
             source = copied or oracle

@@ -116,6 +116,8 @@ def test_full_suite_copies_what_the_headline_suite_measured_with_its_provenance(
     assert run.main([*arguments, "--methods", "trainer,ido", "--dry-run"]) == 0
     listed = capsys.readouterr().out
     assert "copy    Task B sym40 trainer seed 0" in listed and "pending Task B sym40 ido seed 0" in listed
+    assert run.main([*arguments, "--methods", "trainer", "--set", "clid_scope=all", "--dry-run"]) == 0
+    assert "pending Task B sym40 trainer seed 0" in capsys.readouterr().out  # an ablation measures its own runs
     assert run.main([*arguments, "--methods", "oracle,trainer", "--max-runs", "3"]) == 0
     assert "(reused from headline suite)" in capsys.readouterr().out
     rows = {(r["cell"], r["method"]): r for r in report.read_rows(tmp_path / "full.jsonl")}
