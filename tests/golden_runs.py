@@ -1,0 +1,102 @@
+"""Golden runs: every built-in method on a tiny BERT and a tiny ViT, recorded exactly.
+
+A golden run trains one method for 3 epochs on 48 noisy samples and keeps everything a refactoring must not change:
+the loss of every training step (as computed, not as rounded by the logs), the logged metrics, a checksum of the
+final weights and the whole noise report. `tests/golden/golden_runs.json` holds the runs recorded at the commit a
+behaviour-preserving redesign starts from; `tests/test_golden.py` replays them and compares with atol 0.
+
+Record anew (only when a change of numbers is intended, and say so in the commit):
+    python tests/golden_runs.py tests/golden/golden_runs.json
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
+from transformers import ViTImageProcessor
+
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.noise import add_label_noise
+
+METHOD_SETTINGS: dict[str, dict[str, Any]] = {
+    "none": {},
+    "gce": {},
+    "sce": {},
+    "ido": {"ido_mask_token_id": 3},
+    "clid_mu": {"clid_meta_set_size": 24, "clid_meta_batch_size": 8},
+}
+FAMILIES = ("bert", "vit")
+# Keys of the log history that measure time or throughput, not training.
+UNTIMED = ("runtime", "per_second", "total_flos")
+
+
+def environment() -> dict[str, str]:
+    """What bit-exactness depends on besides the code: the torch build and the CPU's instruction set."""
+    return {
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "machine": platform.machine(),
+    }
+
+
+def golden_run(family: str, method: str, output_dir: str) -> dict[str, Any]:
+    """Train `method` on the tiny `family` model (single thread) and return what the run must reproduce."""
+    if family == "bert":
+        model, data, processing_class = tiny_bert(), text_dataset(48, seed=5), None
+    else:
+        model, data = tiny_vit(), image_dataset(48, seed=5)
+        size = {"height": 32, "width": 32}
+        processing_class = ViTImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3, size=size)
+    data = add_label_noise(data, "symmetric", 0.4, seed=0)
+    args = NoisyLabelConfig(
+        output_dir=output_dir, lnl_method=method, num_train_epochs=3, per_device_train_batch_size=8,
+        learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0,
+        save_strategy="no", **METHOD_SETTINGS[method],
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)
+    losses: list[float] = []
+    compute_loss = trainer.compute_loss
+
+    def recording_compute_loss(*arguments: Any, **keywords: Any) -> Any:
+        result = compute_loss(*arguments, **keywords)
+        if trainer.model.training:
+            loss = result[0] if isinstance(result, tuple) else result
+            losses.append(float(loss.detach()))
+        return result
+
+    trainer.compute_loss = recording_compute_loss
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer.train()
+    finally:
+        torch.set_num_threads(threads)
+    logs = [
+        {k: v for k, v in entry.items() if not any(t in k for t in UNTIMED)} for entry in trainer.state.log_history
+    ]
+    weights = math.fsum(float(p.detach().double().sum()) for p in trainer.model.parameters())
+    return {"losses": losses, "logs": logs, "weight_sum": weights, "report": trainer.noise_report().to_dict()}
+
+
+def record(path: str) -> None:
+    runs = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for family in FAMILIES:
+            for method in METHOD_SETTINGS:
+                runs[f"{family}-{method}"] = golden_run(family, method, f"{folder}/{family}-{method}")
+                print(f"{family}-{method}: {len(runs[f'{family}-{method}']['losses'])} steps", flush=True)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps({"environment": environment(), "runs": runs}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).parent))
+    record(sys.argv[1])
