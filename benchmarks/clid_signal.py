@@ -28,8 +28,7 @@ from tasks import REPO, TASKS, load_task
 from torch.func import functional_call
 
 from hf_lnl.clid import clid
-from hf_lnl.features import HeadFeatureCapture, find_classification_head
-from hf_lnl.model_selection import sample_features
+from hf_lnl.features import HeadFeatureCapture, find_classification_head, sample_features
 
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "clid_signal.md"
 BATCH_SIZE, META_BATCH_SIZE, LEARNING_RATE = 32, 100, 5e-5

@@ -9,9 +9,10 @@ time and size of the per-sample state for 10 million training samples.
     warm-up steps are dropped and a run's value is its median step. Reported: the median over runs with min-max,
     and the hf_lnl / plain ratio (median of the per-pair ratios, with their min-max). On a machine shared with
     other jobs, wall times swing with their load; the CPU time with `--threads 1` barely does.
-(b) State. `WrongEventTracker(10_000_000)` filled with counts and predictions, saved with `hf_lnl.state.save_state`
-    (state_dict + metadata included) and read back with `load_state` + `load_state_dict` (page cache warm: the
-    file was just written). Median and min-max of the repeats, and the file size per sample.
+(b) State. `WrongEventTracker(10_000_000)` filled with counts and predictions, saved with
+    `hf_lnl.state.save_training_state` (state_dict + metadata included) and read back with `load_training_state` +
+    `load_state_dict` (page cache warm: the file was just written). Median and min-max of the repeats, and the
+    file size per sample.
 
 Usage:
     python benchmarks/overhead.py                      # writes benchmarks/results/overhead.md
@@ -55,7 +56,7 @@ from transformers import (  # noqa: E402
 
 import hf_lnl  # noqa: E402
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer  # noqa: E402
-from hf_lnl.state import STATE_FILE_NAME, load_state, save_state  # noqa: E402
+from hf_lnl.state import STATE_FILE_NAME, TrainingState, load_training_state, save_training_state  # noqa: E402
 from hf_lnl.tracking import WrongEventTracker  # noqa: E402
 
 NUM_LABELS = 5
@@ -205,14 +206,14 @@ def measure_state_io(options: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(dir=options.state_dir) as folder:
         for _ in range(options.state_repeats):
             start = time.perf_counter()
-            tensors = {f"tracker.{k}": v for k, v in tracker.state_dict().items()}
-            save_state(folder, tensors, {"num_samples": tracker.num_samples, "tracker": tracker.metadata()})
+            state = TrainingState("callback", "callback", tracker.num_samples, tracker_tensors=tracker.state_dict(),
+                                  tracker_metadata=tracker.metadata())  # fmt: skip
+            save_training_state(folder, state)
             saves.append(time.perf_counter() - start)
             size = os.path.getsize(os.path.join(folder, STATE_FILE_NAME))
             start = time.perf_counter()
-            loaded, metadata = load_state(folder)
-            prefix = len("tracker.")
-            restored.load_state_dict({k[prefix:]: v for k, v in loaded.items()}, metadata["tracker"])
+            loaded = load_training_state(folder)
+            restored.load_state_dict(loaded.tracker_tensors, loaded.tracker_metadata)
             loads.append(time.perf_counter() - start)
     assert torch.equal(restored.wrong_events, tracker.wrong_events) and restored.epoch_open
     return {"save": saves, "load": loads, "bytes": size}
@@ -261,8 +262,8 @@ def render(options: argparse.Namespace, step: dict | None, state: dict | None, l
         lines += [
             f"## Per-sample state for {n:,} samples",
             "",
-            "WrongEventTracker state_dict + metadata → `hf_lnl.state.save_state` (safetensors, atomic rename); "
-            f"`load_state` → `load_state_dict`. {options.state_repeats} repeats, median (min–max).",
+            "WrongEventTracker state_dict + metadata → `hf_lnl.state.save_training_state` (safetensors, atomic "
+            f"rename); `load_training_state` → `load_state_dict`. {options.state_repeats} repeats, median (min–max).",
             "",
             "| save (s) | load (s) | file size | bytes per sample |",
             "|---|---|---|---|",

@@ -1,4 +1,5 @@
-"""`WrongEventCallback`: wrong-event counts and a noise report on an unchanged `transformers.Trainer`."""
+"""Callbacks: `WrongEventCallback` (wrong-event counts and a noise report on an unchanged `transformers.Trainer`) and
+`EpochEventsCallback` (`NoisyLabelTrainer`'s epoch boundaries)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,16 @@ import os
 from typing import Any
 
 import datasets
-import numpy as np
 import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .state import load_state, save_state
+from .metrics import estimated_noise_rate, noise_detection_metrics
+from .report import build_noise_report, wrong_event_scores
+from .state import TrainingState, load_training_state, save_training_state
 from .tracking import WrongEventTracker
+
+CALLBACK_STATE = "callback"  # the state file's `kind` and `lnl_method` for this callback
 
 
 class WrongEventCallback(TrainerCallback):
@@ -59,8 +63,8 @@ class WrongEventCallback(TrainerCallback):
             self.tracker = WrongEventTracker(num_samples, num_views=1, device=args.device)
         if state.global_step > 0:  # resuming: the Trainer restored checkpoint-<global_step>
             folder = self._resume_folder or os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            tensors, metadata = load_state(folder)
-            self.tracker.load_state_dict({k[len("tracker.") :]: v for k, v in tensors.items()}, metadata["tracker"])
+            saved = load_training_state(folder)
+            self.tracker.load_state_dict(saved.tracker_tensors, saved.tracker_metadata)
         self._remove_hooks()
         self._handles = [
             model.register_forward_pre_hook(self._take_index, with_kwargs=True),
@@ -76,8 +80,14 @@ class WrongEventCallback(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if args.should_save and self.tracker is not None:
             folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            tensors = {f"tracker.{k}": v for k, v in self.tracker.state_dict().items()}
-            save_state(folder, tensors, {"lnl_method": "callback", "tracker": self.tracker.metadata()})
+            state = TrainingState(
+                kind=CALLBACK_STATE,
+                lnl_method=CALLBACK_STATE,
+                num_samples=self.tracker.num_samples,
+                tracker_tensors=self.tracker.state_dict(),
+                tracker_metadata=self.tracker.metadata(),
+            )
+            save_training_state(folder, state)
 
     def on_train_end(self, args, state, control, **kwargs):
         self._remove_hooks()
@@ -89,14 +99,12 @@ class WrongEventCallback(TrainerCallback):
         if self.tracker is None:
             raise RuntimeError("WrongEventCallback has no counts yet: train with it first.")
         counts = self.tracker.counts()
-        return datasets.Dataset.from_dict(
-            {
-                self.sample_index_column: np.arange(self.tracker.num_samples),
-                "label": self.tracker.given_labels(),
-                "wrong_events": counts,
-                "predicted_label": self.tracker.last_predictions(),
-                "noise_score": (counts / max(self.tracker.epochs_counted, 1)).astype(np.float32),
-            }
+        return build_noise_report(
+            index_column=self.sample_index_column,
+            labels=self.tracker.given_labels(),
+            wrong_events=counts,
+            predicted_labels=self.tracker.last_predictions(),
+            noise_scores=wrong_event_scores(counts, self.tracker.epochs_counted),
         )
 
     # ------------------------------------------------------------------------------------------- hooks
@@ -138,3 +146,39 @@ class WrongEventCallback(TrainerCallback):
             f"WrongEventCallback needs a {self.sample_index_column!r} column in every training batch. Add it with "
             f"`train = hf_lnl.add_sample_index(train)` and set `remove_unused_columns=False` in TrainingArguments."
         )
+
+
+class EpochEventsCallback(TrainerCallback):
+    """`NoisyLabelTrainer`'s own callback: forwards epoch boundaries to its tracker and method (callbacks see the
+    loop, not batches), logs the per-epoch noise estimates and, at the end, saves the report and logs detection."""
+
+    def __init__(self, trainer: Any):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.trainer.tracker is not None:
+            self.trainer.tracker.start_epoch()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer.tracker is None:
+            return
+        change = trainer.tracker.end_epoch()
+        logs = trainer.method.on_epoch_end()
+        if change is not None:
+            logs["prediction_change"] = float(change)
+        rate = estimated_noise_rate(trainer.method.noise_scores(), args.noise_score_threshold)
+        trainer.noise_rate_history.append(rate)
+        logs["estimated_noise_rate"] = trainer.noise_rate_history[-1]
+        trainer.log(logs)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        if trainer.tracker is None:
+            return
+        if args.should_save:
+            trainer.save_noise_report()
+        if trainer.label_info.clean_labels is None:
+            return
+        metrics = noise_detection_metrics(trainer.noise_report(), threshold=args.noise_score_threshold)
+        trainer.log({f"noise_detection_{k}": float(v) for k, v in metrics.items()})

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from transformers import TrainingArguments
 
-LNL_METHODS = ("none", "ido", "clid_mu", "gce", "sce")
-IDO_MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs (METHODS §4)
+from .methods import METHOD_NAMES, get_method
 
 
 @dataclass
@@ -16,8 +16,10 @@ class NoisyLabelConfig(TrainingArguments):
     """Configuration for [`NoisyLabelTrainer`]: `TrainingArguments` plus the learning-with-noisy-labels settings.
 
     Parameters that choose the method:
-        lnl_method: `"none"` (plain cross-entropy, with wrong-event tracking and a noise report), `"ido"`,
-            `"clid_mu"`, `"gce"` or `"sce"`.
+        lnl_method: A registered method: `"none"` (plain cross-entropy, with wrong-event tracking and a noise
+            report), `"ido"`, `"clid_mu"`, `"gce"`, `"sce"`, or one registered with `hf_lnl.register_method`.
+        lnl_method_kwargs: Settings of a method registered outside hf_lnl (its `settings_class`): a mapping in YAML,
+            a JSON object on the command line (`--lnl_method_kwargs '{"beta": 0.8}'`).
         sample_index_column: Per-sample id column (row position in the training set); added when missing.
         label_column: Label column of the training set; `None` picks `label`, then `labels`.
         clean_label_column: Column with the true labels, when known (synthetic noise): used for metrics only.
@@ -38,8 +40,7 @@ class NoisyLabelConfig(TrainingArguments):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
             `"all"` trainable parameters.
         clid_lookahead_lr: Step size of the virtual SGD step (its own setting: at fine-tuning learning rates a
-            look-ahead barely moves the weights; see `benchmarks/clid_signal.py` for how the meta-gradient's
-            signal depends on it).
+            look-ahead barely moves the weights and the meta-gradient vanishes).
         clid_meta_lr / clid_meta_optimizer / clid_meta_weight_decay: The meta-weight network's optimiser.
         clid_meta_set_size / clid_meta_batch_size: Label-free meta set drawn from the training data.
         clid_update_every: Meta update every k optimiser steps.
@@ -66,13 +67,20 @@ class NoisyLabelConfig(TrainingArguments):
             classifiers under DDP).
         ddp_find_unused_parameters: `False` (classifiers use all their parameters; saves a graph traversal).
 
+    Each method validates its own settings (`LNLMethod.check_args`) when the config is built.
+
     Example:
         >>> args = NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6)
-        >>> args.ido_stage_epochs
-        (2, 4)
+        >>> args.lnl_method
+        'ido'
     """
 
-    lnl_method: str = field(default="none", metadata={"help": f"Noisy-label method, one of {LNL_METHODS}."})
+    lnl_method: str = field(
+        default="none", metadata={"help": "Noisy-label method (a registered name).", "choices": METHOD_NAMES}
+    )
+    lnl_method_kwargs: dict[str, Any] | str | None = field(
+        default=None, metadata={"help": "Settings of a user-registered method, as a JSON object."}
+    )
     sample_index_column: str = field(default="sample_index", metadata={"help": "Per-sample id column."})
     label_column: str | None = field(default=None, metadata={"help": "Label column (default: label, then labels)."})
     clean_label_column: str = field(default="clean_label", metadata={"help": "True labels, when known."})
@@ -123,65 +131,33 @@ class NoisyLabelConfig(TrainingArguments):
         if self.metric_for_best_model in ("clid", "eval_clid") and self.greater_is_better is None:
             self.greater_is_better = False  # lower CLID is better; Trainer would guess True for a non-loss name
         super().__post_init__()
-        _check_choice("lnl_method", self.lnl_method, LNL_METHODS)
-        _check_choice("ido_mixture", self.ido_mixture, ("per_class", "global"))
-        _check_choice("ido_entropy", self.ido_entropy, ("confidence", "plain"))
-        _check_choice("clid_scope", self.clid_scope, ("head", "last_k", "all"))
-        _check_choice("clid_meta_optimizer", self.clid_meta_optimizer, ("adam", "sgd"))
+        method = get_method(self.lnl_method)
+        if isinstance(self.lnl_method_kwargs, str):
+            try:
+                self.lnl_method_kwargs = json.loads(self.lnl_method_kwargs)
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"lnl_method_kwargs must be a JSON object, e.g. '{{\"beta\": 0.8}}'; got "
+                    f"{self.lnl_method_kwargs!r} ({error})."
+                ) from error
+        if self.lnl_method_kwargs is not None and not isinstance(self.lnl_method_kwargs, dict):
+            raise ValueError(f"lnl_method_kwargs must be a mapping, got {type(self.lnl_method_kwargs).__name__}.")
+        method.parse_settings(self.lnl_method_kwargs)
+        own = {f.name for f in fields(self)}
+        missing = [name for name in method.config_fields if name not in own]
+        if missing:
+            raise ValueError(
+                f"lnl_method={method.name!r} declares config_fields {missing} that NoisyLabelConfig does not have; "
+                "put a method's own settings in its settings_class (read from lnl_method_kwargs)."
+            )
         if not 0.0 <= self.noise_score_threshold <= 1.0:
             raise ValueError(f"noise_score_threshold must lie in [0, 1], got {self.noise_score_threshold}.")
-        if not 0.0 < self.ido_mask_rate < 1.0:
-            raise ValueError(f"ido_mask_rate must lie in (0, 1), got {self.ido_mask_rate}.")
-        if not 0.0 < self.gce_q <= 1.0:
-            raise ValueError(f"gce_q must lie in (0, 1] (q -> 0 is cross-entropy, 1 is MAE), got {self.gce_q}.")
-        for name in ("clid_meta_set_size", "clid_meta_batch_size", "clid_update_every", "clid_last_k"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}.")
+        if self.clid_meta_set_size < 1:
+            raise ValueError(f"clid_meta_set_size must be at least 1, got {self.clid_meta_set_size}.")
         if self.clid_meta_batch_size < 2:
             raise ValueError("clid_meta_batch_size must be at least 2: CLID compares samples with each other.")
         if self.metric_for_best_model in ("clid", "eval_clid"):
             self.clid_eval = True
             if self.greater_is_better:
                 raise ValueError("metric_for_best_model='clid' needs greater_is_better=False (lower CLID is better).")
-        if self.lnl_method == "ido":
-            _ = self.ido_stage_epochs  # validates the stage split now, not at the stage boundary
-        if self.lnl_method == "clid_mu" and self.fp16:
-            raise ValueError(
-                "lnl_method='clid_mu' does not support fp16: its look-ahead takes second-order gradients that "
-                "bypass the fp16 grad scaler. Use bf16=True or full precision."
-            )
-
-    @property
-    def ido_stage_epochs(self) -> tuple[int, int]:
-        """(stage-1 epochs, stage-2 epochs) for IDO, validated against `num_train_epochs`."""
-        total = self.num_train_epochs
-        if self.ido_stage1_dir is not None:  # stage 1 comes from disk: the whole run is stage 2
-            if total != int(total) or total < 1:
-                raise ValueError(f"With ido_stage1_dir, num_train_epochs is stage 2's length; got {total}.")
-            return 0, int(total)
-        if self.max_steps > 0:
-            raise ValueError("lnl_method='ido' counts its stages in epochs: set num_train_epochs, not max_steps.")
-        if total != int(total) or total < IDO_MIN_STAGE1_EPOCHS + 1:
-            raise ValueError(
-                f"lnl_method='ido' needs a whole number of at least {IDO_MIN_STAGE1_EPOCHS + 1} epochs "
-                f"(stage 1 >= {IDO_MIN_STAGE1_EPOCHS}, stage 2 >= 1), got num_train_epochs={total}."
-            )
-        total = int(total)
-        first, second = self.ido_stage1_epochs, self.ido_stage2_epochs
-        if first is not None and second is not None and first + second != total:
-            raise ValueError(
-                f"ido_stage1_epochs ({first}) + ido_stage2_epochs ({second}) must equal num_train_epochs ({total}); "
-                "set num_train_epochs to their sum or give only one of them."
-            )
-        if first is None:
-            first = total - second if second is not None else max(IDO_MIN_STAGE1_EPOCHS, math.floor(total / 3 + 0.5))
-        if first < IDO_MIN_STAGE1_EPOCHS:
-            raise ValueError(f"ido_stage1_epochs must be at least {IDO_MIN_STAGE1_EPOCHS}, got {first}.")
-        if total - first < 1:
-            raise ValueError(f"IDO stage 2 needs at least one epoch; stage 1 takes {first} of {total} epochs.")
-        return first, total - first
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
+        method.check_args(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -10,8 +11,11 @@ import datasets
 import numpy as np
 import torch
 
-IGNORE_INDEX = -100
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100  # PyTorch's CrossEntropyLoss ignore_index: a sample with this label is never trained or counted
 LABEL_COLUMN_CANDIDATES = ("label", "labels")
+LABEL_KEYS = ("labels", "label")  # batch keys that must not reach a label-free forward
 
 
 def add_sample_index(dataset: datasets.Dataset, column: str = "sample_index") -> datasets.Dataset:
@@ -236,3 +240,102 @@ class _IndexKeepingTransform:
         if self.keeps_column in batch and self.keeps_column not in output:
             output[self.keeps_column] = batch[self.keeps_column]
         return output
+
+
+def prepare_train_dataset(
+    dataset: Any,
+    *,
+    index_column: str,
+    label_column: str | None,
+    clean_label_column: str,
+    num_labels: int | None,
+    method_name: str,
+    require_class_labels: bool,
+) -> tuple[Any, LabelInfo | None, str | None]:
+    """Number the training samples and read their labels, before any training starts.
+
+    A `datasets.Dataset` gains `index_column` (kept through any `with_transform`); any other map-style dataset of dicts
+    is wrapped in `IndexedDataset`. Labels are validated by `read_label_info`.
+
+    Returns:
+        `(dataset, label info, why per-sample tracking is off)`; the last is None when tracking works.
+
+    Raises:
+        ValueError: the method needs class labels and the training set cannot give them (iterable dataset, labels
+            that are not one class id per sample), or a label is out of range.
+
+    Example:
+        >>> train, info, untracked = prepare_train_dataset(
+        ...     datasets.Dataset.from_dict({"x": [1, 2], "label": [0, 1]}), index_column="sample_index",
+        ...     label_column=None, clean_label_column="clean_label", num_labels=2, method_name="ido",
+        ...     require_class_labels=True)
+        >>> info.labels
+        array([0, 1])
+    """
+    if dataset is None:
+        return None, None, "no training set"
+    if isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset)):
+        if require_class_labels:
+            raise ValueError(
+                f"lnl_method={method_name!r} keeps per-sample state and needs the dataset size, but the training set "
+                "is an iterable dataset of unknown length. Use a map-style `datasets.Dataset` (e.g. load without "
+                "streaming=True)."
+            )
+        logger.warning("The training set is an iterable dataset: per-sample wrong-event tracking is off.")
+        return dataset, None, "iterable training set of unknown length"
+    options = dict(
+        index_column=index_column,
+        clean_label_column=clean_label_column,
+        num_labels=num_labels,
+        require_integer=require_class_labels,
+    )
+    if isinstance(dataset, datasets.Dataset):
+        dataset = keep_index_through_transform(add_sample_index(dataset, index_column), index_column)
+        info = read_label_info(dataset, label_column=label_column, **options)
+    else:
+        dataset = IndexedDataset(dataset, index_column)
+        table = _torch_dataset_labels(dataset, label_column, clean_label_column)
+        info = read_label_info(table, label_column="label", **options)
+    if info.reason_untracked is not None:
+        logger.warning(f"Per-sample wrong-event tracking is off: the training set has {info.reason_untracked}.")
+    return dataset, info, info.reason_untracked
+
+
+def _torch_dataset_labels(
+    dataset: IndexedDataset, label_column: str | None, clean_label_column: str
+) -> datasets.Dataset:
+    """The index, label and (when every item has one) clean label of a map-style torch dataset, as a table."""
+    labels, clean, column = [], [], None
+    for i in range(len(dataset)):
+        item = dataset[i]
+        column = column or find_label_column(list(item), label_column)
+        labels.append(item[column])
+        clean.append(item.get(clean_label_column))
+    table = {dataset.column: np.arange(len(dataset)), "label": np.asarray(labels)}
+    if clean and all(c is not None for c in clean):
+        table[clean_label_column] = np.asarray(clean)
+    return datasets.Dataset.from_dict(table)
+
+
+def select_rows(dataset: Any, indices: np.ndarray) -> Any:
+    """The rows `indices` of a training set, as a `datasets.Dataset` or a `torch.utils.data.Subset`.
+
+    Example:
+        >>> select_rows(datasets.Dataset.from_dict({"x": [5, 6, 7]}), np.array([2, 0]))["x"]
+        [7, 5]
+    """
+    if isinstance(dataset, datasets.Dataset):
+        return dataset.select(indices)
+    return torch.utils.data.Subset(dataset, [int(i) for i in indices])
+
+
+def strip_labels(batch: dict[str, Any], index_column: str) -> dict[str, Any]:
+    """Drop the labels and the per-sample id from a collated batch, leaving model inputs only (in place).
+
+    Example:
+        >>> strip_labels({"input_ids": [[1]], "labels": [0], "sample_index": [3]}, "sample_index")
+        {'input_ids': [[1]]}
+    """
+    for key in (*LABEL_KEYS, index_column):
+        batch.pop(key, None)
+    return batch

@@ -1,4 +1,4 @@
-"""Capture the input of a Hugging Face classifier's head, the feature CLID compares (METHODS.md §7).
+"""Capture the input of a Hugging Face classifier's head, the feature CLID compares.
 
 - ``ViTForImageClassification.classifier`` receives ``last_hidden_state[:, 0]`` after the final layernorm.
 - ``BertForSequenceClassification.classifier`` receives ``dropout(pooler_output)``.
@@ -127,6 +127,34 @@ def find_classification_head(model: nn.Module, head_module_name: str | None = No
         f"`out_proj`, named {' / '.join(HEAD_NAMES)}). Set `head_module_name` (the config field `clid_head_module`) "
         f"to the module whose input is the feature. Candidates: {_candidates(model)}."
     )
+
+
+def sample_features(features: torch.Tensor | None, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """One feature row per sample: 2-D head inputs unchanged; for (B, T, H) inputs (decoder `score` heads, which
+    pool the logits at the last token) the last attended token, as those models do.
+
+    Example:
+        >>> sample_features(torch.randn(2, 5, 8), torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])).shape
+        torch.Size([2, 8])
+    """
+    if features is None:
+        raise ValueError(
+            "The classification head received no tensor during the forward. Set `clid_head_module` to the module "
+            "whose input is the feature CLID compares."
+        )
+    if features.dim() == 2:
+        return features
+    if features.dim() != 3:
+        raise ValueError(
+            f"The classification head received a {features.dim()}-D input {tuple(features.shape)}; CLID needs one "
+            "feature vector per sample. Set `clid_head_module` to the module whose input is that vector."
+        )
+    positions = torch.arange(features.shape[1], device=features.device)
+    if attention_mask is None:
+        last = torch.full((features.shape[0],), features.shape[1] - 1, device=features.device)
+    else:
+        last = (positions * attention_mask.to(positions.device)).argmax(dim=1)
+    return features[torch.arange(features.shape[0], device=features.device), last]
 
 
 class HeadFeatureCapture:

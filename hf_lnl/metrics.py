@@ -10,11 +10,29 @@ import numpy as np
 from numpy.typing import ArrayLike
 from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
 
-__all__ = ["accuracy", "compute_accuracy_metrics", "load_noisy_label_metric", "noise_detection_metrics"]
+from .data import IGNORE_INDEX
 
-IGNORE_INDEX = -100  # PyTorch's CrossEntropyLoss ignore_index: such rows are left out of every metric
+__all__ = [
+    "accuracy",
+    "compute_accuracy_metrics",
+    "estimated_noise_rate",
+    "load_noisy_label_metric",
+    "noise_detection_metrics",
+]
+
 REPORT_COLUMNS = ("noise_score", "label", "clean_label")
 METRIC_MODULE_PATH = Path(__file__).resolve().parent / "evaluate_modules" / "noisy_label_metrics"
+
+
+def estimated_noise_rate(noise_scores: ArrayLike, threshold: float = 0.5) -> float:
+    """The share of samples flagged as mislabelled: `noise_score > threshold` (0 for no samples).
+
+    Example:
+        >>> estimated_noise_rate([0.9, 0.2, 0.6, 0.1])
+        0.5
+    """
+    scores = np.asarray(noise_scores, dtype=np.float64)
+    return float((scores > threshold).mean()) if scores.size else 0.0
 
 
 def noise_detection_metrics(
@@ -57,7 +75,7 @@ def noise_detection_metrics(
         "recall": float(recall_score(truth, flagged, zero_division=0)),
         "f1": float(f1_score(truth, flagged, zero_division=0)),
         "auroc": float(roc_auc_score(truth, scores)) if both_classes else float("nan"),
-        "estimated_noise_rate": float(flagged.mean()),
+        "estimated_noise_rate": estimated_noise_rate(scores, threshold),
         "true_noise_rate": float(truth.mean()),
         "num_flagged": int(flagged.sum()),
         "num_samples": int(truth.size),

@@ -14,12 +14,13 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.special import betainc, betaln
 
+from .data import IGNORE_INDEX
+
 __all__ = ["BetaMixture", "ClassConditionalBetaMixture"]
 
 DEFAULT_EPS = 1e-6
 DEFAULT_N_ITER = 20
 DEFAULT_MIN_CLASS_SAMPLES = 50
-IGNORE_INDEX = -100
 INIT_ALPHAS = (1.0, 2.0)  # clean: Beta(1, 2), decreasing density
 INIT_BETAS = (2.0, 1.0)  # noisy: Beta(2, 1), increasing density
 INIT_WEIGHTS = (0.5, 0.5)

@@ -24,11 +24,12 @@ import numpy as np
 from numpy.typing import ArrayLike
 from scipy.stats import truncnorm
 
+from .data import IGNORE_INDEX
+
 __all__ = ["NAMED_CLASS_MAPS", "NoiseSummary", "add_label_noise", "noise_summary", "text_embeddings"]
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100  # PyTorch's CrossEntropyLoss ignore_index: such samples are never noised
 NOISE_KINDS = ("symmetric", "asymmetric", "instance", "matrix")
 INSTANCE_RATE_STD = 0.1  # Xia et al. (NeurIPS 2020): per-sample flip rate q_i ~ N(rate, 0.1^2) truncated to [0, 1]
 ARGUMENT_KIND = {

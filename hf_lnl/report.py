@@ -1,11 +1,19 @@
-"""The per-sample noise report as an artefact: Parquet, plots, model card, cleaned datasets, cleanlab export."""
+"""The per-sample noise report and what is made from it: the report table, Parquet, plots, the model card, the
+report's own dataset card, cleaned datasets and the cleanlab export.
+
+`build_noise_report` is the one builder of the report, used by `NoisyLabelTrainer.noise_report()` and
+`WrongEventCallback.noise_report()`. The model card is rendered from the package's template (`hf_lnl/templates`)
+with the method's own declarations: its title, description, settings and citation.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.resources
 import logging
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,59 +22,75 @@ import numpy as np
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .data import IGNORE_INDEX
+from .methods.base import LNLMethod, undeclared_names
+from .metrics import estimated_noise_rate, noise_detection_metrics
+
 if TYPE_CHECKING:
-    from .trainer import NoisyLabelTrainer
+    from transformers import Trainer
 
 logger = logging.getLogger(__name__)
 
 REPORT_FILE = "noise_report.parquet"
 HISTOGRAM_FILE = "wrong_events_histogram.png"
 NOISE_RATE_FILE = "noise_rate_per_epoch.png"
-CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
-METHOD_TITLES = {
-    "none": "plain cross-entropy with wrong-event tracking",
-    "ido": "IDO (instance-level difficulty modelling and dynamic optimisation)",
-    "clid_mu": "CLID-MU (cross-layer information divergence meta update)",
-    "gce": "generalized cross-entropy (GCE)",
-    "sce": "symmetric cross-entropy (SCE)",
-}
-METHOD_DESCRIPTIONS = {
-    "none": "Ordinary cross-entropy fine-tuning; hf_lnl counted each sample's wrong events (training forwards whose "
-    "prediction disagreed with the given label). `noise_score` = wrong events / the most possible.",
-    "ido": "Stage 1 fine-tunes with cross-entropy while counting wrong events and picks a base model by prediction "
-    "change; stage 2 restarts from it and trains on a weak and a strong view with a per-sample loss weighted by a "
-    "beta mixture fitted on the counts. `noise_score` = the mixture's p_noisy.",
-    "clid_mu": "A meta-weight network weights each sample's loss; it is trained without clean data by minimising "
-    "the cross-layer information divergence between the classifier's features and its predictions after a look-ahead "
-    "step. `noise_score` is derived from the sample's meta weight.",
-    "gce": "Generalized cross-entropy `(1 - p_y^q) / q`, a loss that bounds each sample's influence.",
-    "sce": "Symmetric cross-entropy `alpha CE + beta RCE`, cross-entropy plus its reverse.",
-}
-CITATIONS = {
-    "ido": """@inproceedings{zhang2025ido,
-  title     = {Handling Label Noise via Instance-Level Difficulty Modeling and Dynamic Optimization},
-  author    = {Zhang and others},
-  booktitle = {Advances in Neural Information Processing Systems (NeurIPS)},
-  year      = {2025},
-  eprint    = {2505.00812},
-  archivePrefix = {arXiv}
-}""",
-    "clid_mu": """@inproceedings{hu2025clidmu,
-  title     = {Cross-Layer Information Divergence Based Meta Update Strategy for Learning with Noisy Labels},
-  author    = {Hu and others},
-  booktitle = {Proceedings of the ACM SIGKDD Conference on Knowledge Discovery and Data Mining (KDD)},
-  year      = {2025},
-  eprint    = {2507.11807},
-  archivePrefix = {arXiv}
-}""",
-}
+CARD_TEMPLATE = "model_card.md"  # in the package `hf_lnl.templates` (the repository's model_cards/)
 FRAMEWORKS = ("hf_lnl", "transformers", "torch", "datasets", "accelerate")
 
 
-def estimated_noise_rate(noise_scores: np.ndarray, threshold: float = 0.5) -> float:
-    """Share of samples whose `noise_score` is above `threshold`."""
-    scores = np.asarray(noise_scores, dtype=np.float64)
-    return float((scores > threshold).mean()) if scores.size else 0.0
+# ------------------------------------------------------------------------------------------- the report
+def build_noise_report(
+    *,
+    index_column: str,
+    labels: np.ndarray,
+    wrong_events: np.ndarray,
+    predicted_labels: np.ndarray,
+    noise_scores: np.ndarray,
+    clean_labels: np.ndarray | None = None,
+    method_columns: Mapping[str, np.ndarray] | None = None,
+    declared_columns: tuple[str, ...] = (),
+) -> datasets.Dataset:
+    """The noise report: one row per training sample, in `sample_index` order.
+
+    Columns: `index_column`, `label`, `wrong_events`, `predicted_label`, `noise_score` (float32, in [0, 1], higher =
+    more likely mislabelled), `clean_label` when known, then the method's own columns.
+
+    Raises:
+        ValueError: a method column that its method did not declare in `report_columns`.
+
+    Example:
+        >>> build_noise_report(index_column="sample_index", labels=np.array([0, 1]), wrong_events=np.array([0, 2]),
+        ...                    predicted_labels=np.array([0, 0]), noise_scores=np.array([0.0, 1.0]))["noise_score"]
+        [0.0, 1.0]
+    """
+    method_columns = dict(method_columns or {})
+    undeclared = undeclared_names(method_columns, declared_columns)
+    if undeclared:
+        raise ValueError(
+            f"The method returned the report column(s) {undeclared} it does not declare; add them to its "
+            "`report_columns`."
+        )
+    columns: dict[str, Any] = {
+        index_column: np.arange(len(labels)),
+        "label": labels,
+        "wrong_events": wrong_events,
+        "predicted_label": predicted_labels,
+        "noise_score": np.asarray(noise_scores).astype(np.float32),
+    }
+    if clean_labels is not None:
+        columns["clean_label"] = clean_labels
+    columns.update(method_columns)
+    return datasets.Dataset.from_dict(columns)
+
+
+def wrong_event_scores(counts: np.ndarray, max_wrong_events: int) -> np.ndarray:
+    """`noise_score` from counts alone: wrong events / the most possible, in [0, 1].
+
+    Example:
+        >>> wrong_event_scores(np.array([0, 1, 3]), 3)
+        array([0.        , 0.33333333, 1.        ])
+    """
+    return np.clip(np.asarray(counts) / max(max_wrong_events, 1), 0.0, 1.0)
 
 
 # ------------------------------------------------------------------------------------------------ plots
@@ -127,23 +151,28 @@ def plot_noise_rate(history: list[float], path: str, threshold: float = 0.5) -> 
     return path
 
 
-def save_report_artifacts(trainer: NoisyLabelTrainer, folder: str | None = None) -> list[str]:
-    """Write the noise report (Parquet) and its plots into `folder` (default: `output_dir`); returns the paths."""
-    folder = folder or trainer.args.output_dir
+def save_report_artifacts(
+    report: datasets.Dataset,
+    folder: str,
+    noise_rate_history: list[float],
+    threshold: float = 0.5,
+    mixture: Any = None,
+    max_wrong_events: int | None = None,
+) -> list[str]:
+    """Write the noise report (Parquet) and its plots into `folder`; returns the paths written.
+
+    Example:
+        >>> save_report_artifacts(trainer.noise_report(), "out", trainer.noise_rate_history)
+        ['out/noise_report.parquet', 'out/wrong_events_histogram.png', 'out/noise_rate_per_epoch.png']
+    """
     os.makedirs(folder, exist_ok=True)
-    report = trainer.noise_report()
     paths = [os.path.join(folder, REPORT_FILE)]
     report.to_parquet(paths[0])
     try:
-        method = trainer.method
-        mixture = getattr(method, "mixture", None) if getattr(method, "stage", 1) == 2 else None
-        top = getattr(method, "max_count", None)
-        paths.append(plot_wrong_event_histogram(report, os.path.join(folder, HISTOGRAM_FILE), mixture, top))
         paths.append(
-            plot_noise_rate(
-                trainer.noise_rate_history, os.path.join(folder, NOISE_RATE_FILE), trainer.args.noise_score_threshold
-            )
+            plot_wrong_event_histogram(report, os.path.join(folder, HISTOGRAM_FILE), mixture, max_wrong_events)
         )
+        paths.append(plot_noise_rate(noise_rate_history, os.path.join(folder, NOISE_RATE_FILE), threshold))
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'hf_lnl[plots]'): the report is saved without plots.")
     return paths
@@ -151,7 +180,13 @@ def save_report_artifacts(trainer: NoisyLabelTrainer, folder: str | None = None)
 
 # ------------------------------------------------------------------------------------------- model card
 def build_model_card(
-    trainer: NoisyLabelTrainer,
+    *,
+    method: LNLMethod,
+    args: Any,
+    report: datasets.Dataset | None,
+    log_history: list[dict[str, Any]],
+    model: Any = None,
+    input_names: list[str] | None = None,
     model_name: str | None = None,
     base_model: str | None = None,
     dataset_name: str | None = None,
@@ -159,23 +194,37 @@ def build_model_card(
     license: str | None = None,
     tags: list[str] | None = None,
 ) -> ModelCard:
-    """A model card from the package's template: `model-index` results, tags, noise setting, method, citations."""
-    args = trainer.args
-    method = trainer.method.name
+    """A model card from the package's template: `model-index` results, tags, the noise setting, the method (its
+    title, description, settings) and the method's own citation.
+
+    Args:
+        method: The run's method (its declarations fill the card).
+        args: The run's `NoisyLabelConfig`.
+        report: The noise report, or None when per-sample tracking was off.
+        log_history: `trainer.state.log_history` (the last `eval_accuracy` is the card's accuracy).
+        model: The trained model (for `base_model` when it came from the Hub).
+        input_names: The training set's columns (`pixel_values` makes it an image classifier).
+        model_name / base_model / dataset_name / noise_setting / license / tags: Override what is derived.
+
+    Example:
+        >>> card = build_model_card(method=trainer.method, args=trainer.args, report=trainer.noise_report(),
+        ...                         log_history=trainer.state.log_history, model=trainer.model)
+    """
+    name = method.name
     model_name = model_name or Path(args.output_dir).name
-    base_model = base_model or _base_model(trainer)
-    results = _results(trainer)
-    task = "image-classification" if "pixel_values" in _input_names(trainer) else "text-classification"
+    base_model = base_model or _hub_model_name(model)
+    results = _results(report, log_history, args.noise_score_threshold)
+    task = "image-classification" if "pixel_values" in (input_names or []) else "text-classification"
     eval_results = [
         EvalResult(
             task_type=task,
             dataset_type=dataset_name or "custom",
             dataset_name=dataset_name or "custom",
             metric_type=key,
-            metric_name=name,
+            metric_name=label,
             metric_value=value,
         )
-        for key, name, value in results
+        for key, label, value in results
     ]
     card_data = ModelCardData(
         model_name=model_name,
@@ -183,74 +232,82 @@ def build_model_card(
         license=license,
         library_name="transformers",
         pipeline_tag=task,
-        tags=sorted({"hf-lnl", "noisy-labels", method.replace("_", "-"), *(tags or [])}),
+        tags=sorted({"hf-lnl", "noisy-labels", name.replace("_", "-"), *(tags or [])}),
         datasets=[dataset_name] if dataset_name else None,
         eval_results=eval_results or None,
     )
-    noise_rate = "n/a"
-    num_samples = "n/a"
-    if trainer.tracker is not None:
-        scores = trainer.method.noise_scores()
-        noise_rate = f"{estimated_noise_rate(scores, args.noise_score_threshold):.1%}"
-        num_samples = str(trainer.tracker.num_samples)
-    settings = {k: v for k, v in args.to_dict().items() if k.startswith((method.split("_")[0], "lnl_"))}
+    noise_rate, num_samples = "n/a", "n/a"
+    if report is not None:
+        noise_rate = f"{estimated_noise_rate(report['noise_score'][:], args.noise_score_threshold):.1%}"
+        num_samples = str(report.num_rows)
+    settings = {"lnl_method": name, **method.settings_summary()}
     settings.update(
         {k: getattr(args, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")}
     )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(CARD_TEMPLATE),
-        model_name=model_name,
-        base_model=base_model,
-        dataset_name=dataset_name,
-        method_title=METHOD_TITLES[method],
-        method_description=METHOD_DESCRIPTIONS[method],
-        method_settings=yaml.safe_dump(settings, sort_keys=True).strip(),
-        results=[(name, f"{value:.4f}") for _, name, value in results],
-        noise_setting=noise_setting or _noise_setting(trainer),
-        threshold=args.noise_score_threshold,
-        estimated_noise_rate=noise_rate,
-        num_samples=num_samples,
-        histogram=HISTOGRAM_FILE if os.path.isfile(os.path.join(args.output_dir, HISTOGRAM_FILE)) else None,
-        pipeline_task=task,
-        repo_id=args.hub_model_id or model_name,
-        citations="\n\n".join(CITATIONS.values()),
-        versions=[(name, _version(name)) for name in FRAMEWORKS] + [("python", platform.python_version())],
+    template = importlib.resources.files("hf_lnl.templates").joinpath(CARD_TEMPLATE)
+    with importlib.resources.as_file(template) as template_path:
+        return ModelCard.from_template(
+            card_data,
+            template_path=str(template_path),
+            model_name=model_name,
+            base_model=base_model,
+            dataset_name=dataset_name,
+            method_title=method.title,
+            method_description=method.description,
+            method_settings=yaml.safe_dump(settings, sort_keys=True).strip(),
+            results=[(label, f"{value:.4f}") for _, label, value in results],
+            noise_setting=noise_setting or _noise_setting(report),
+            threshold=args.noise_score_threshold,
+            estimated_noise_rate=noise_rate,
+            num_samples=num_samples,
+            histogram=HISTOGRAM_FILE if os.path.isfile(os.path.join(args.output_dir, HISTOGRAM_FILE)) else None,
+            pipeline_task=task,
+            repo_id=args.hub_model_id or model_name,
+            citation=method.citation.bibtex() if method.citation is not None else None,
+            citation_short=method.citation.short() if method.citation is not None else None,
+            versions=[(framework, _version(framework)) for framework in FRAMEWORKS]
+            + [("python", platform.python_version())],
+        )
+
+
+def report_dataset_card(method_name: str) -> str:
+    """The card of the noise report pushed alone as a dataset repository (`push_noise_report_to_hub`)."""
+    return (
+        "---\ntags: [hf-lnl, noisy-labels, noise-report]\n---\n\n# Per-sample noise report\n\n"
+        f"Made by hf_lnl's `NoisyLabelTrainer` (lnl_method={method_name!r}): one row per training sample in "
+        f"`{REPORT_FILE}` with `sample_index`, `label`, `wrong_events`, `predicted_label` and `noise_score` (higher = "
+        "more likely mislabelled).\n\n"
+        f"![Wrong events]({HISTOGRAM_FILE})\n"
     )
 
 
-def _results(trainer: NoisyLabelTrainer) -> list[tuple[str, str, float]]:
+def _results(
+    report: datasets.Dataset | None, log_history: list[dict[str, Any]], threshold: float
+) -> list[tuple[str, str, float]]:
     results: list[tuple[str, str, float]] = []
-    evaluations = [e for e in trainer.state.log_history if "eval_accuracy" in e]
+    evaluations = [e for e in log_history if "eval_accuracy" in e]
     if evaluations:
         results.append(("accuracy", "accuracy (evaluation set)", float(evaluations[-1]["eval_accuracy"])))
-    if trainer.tracker is not None and trainer.label_info.clean_labels is not None:
-        from .metrics import noise_detection_metrics
-
-        detection = noise_detection_metrics(trainer.noise_report(), threshold=trainer.args.noise_score_threshold)
+    if report is not None and "clean_label" in report.column_names:
+        detection = noise_detection_metrics(report, threshold=threshold)
         for key in ("f1", "auroc"):
             if np.isfinite(detection[key]):
                 results.append((key, f"noise-detection {key.upper() if key == 'auroc' else key}", detection[key]))
     return results
 
 
-def _noise_setting(trainer: NoisyLabelTrainer) -> str:
-    info = trainer.label_info
-    if info is None or info.clean_labels is None or info.labels is None:
+def _noise_setting(report: datasets.Dataset | None) -> str:
+    if report is None or "clean_label" not in report.column_names:
         return "unknown (the training set has no clean labels)"
-    keep = info.labels != -100
-    rate = float((info.labels[keep] != info.clean_labels[keep]).mean())
+    labels, clean = np.asarray(report["label"][:]), np.asarray(report["clean_label"][:])
+    keep = labels != IGNORE_INDEX
+    rate = float((labels[keep] != clean[keep]).mean())
     return f"{rate:.1%} of the training labels differ from the clean labels"
 
 
-def _base_model(trainer: NoisyLabelTrainer) -> str | None:
-    name = getattr(getattr(trainer.model, "config", None), "_name_or_path", None)
+def _hub_model_name(model: Any) -> str | None:
+    name = getattr(getattr(model, "config", None), "_name_or_path", None)
     return name if name and not os.path.isdir(name) else None
-
-
-def _input_names(trainer: NoisyLabelTrainer) -> list[str]:
-    dataset = trainer.train_dataset
-    return list(getattr(dataset, "column_names", None) or [])
 
 
 def _version(name: str) -> str:
@@ -306,7 +363,7 @@ def clean_dataset(
     return dataset.add_column(index_column, np.arange(len(dataset)))
 
 
-def cleanlab_inputs(trainer: NoisyLabelTrainer, dataset: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def cleanlab_inputs(trainer: Trainer, dataset: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """`(labels, pred_probs)` for `cleanlab.filter.find_label_issues(labels=..., pred_probs=...)`.
 
     Predicted probabilities come from one eval-mode pass over the training set (in-sample; cleanlab prefers

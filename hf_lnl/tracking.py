@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from .data import IGNORE_INDEX
 from .distributed import gather_rows
 
-IGNORE_INDEX = -100
 UNSEEN = -1
 _STATE_TENSORS = ("wrong_events", "predictions", "previous_predictions", "seen", "labels")
 
@@ -85,7 +85,7 @@ class WrongEventTracker:
         predictions = predictions.to(device=device, dtype=torch.int32)
         labels = labels.to(device=device)
         bit = 1 << view
-        fresh = (labels != IGNORE_INDEX) & _first_occurrence(index) & ((self.seen[index] & bit) == 0)
+        fresh = (labels != IGNORE_INDEX) & first_occurrence(index) & ((self.seen[index] & bit) == 0)
         target = torch.where(fresh, index, torch.full_like(index, self.num_samples))
         self.seen[target] |= bit
         self.wrong_events.index_add_(0, target, (fresh & (predictions != labels)).to(torch.int32))
@@ -171,8 +171,13 @@ class WrongEventTracker:
         return self
 
 
-def _first_occurrence(index: torch.Tensor) -> torch.Tensor:
-    """Mask that is True at the first position of each distinct value (stable, no host sync)."""
+def first_occurrence(index: torch.Tensor) -> torch.Tensor:
+    """Mask that is True at the first position of each distinct value (stable, no host sync).
+
+    Example:
+        >>> first_occurrence(torch.tensor([3, 1, 3, 2, 1]))
+        tensor([ True,  True, False,  True, False])
+    """
     if index.numel() == 0:
         return torch.zeros(0, dtype=torch.bool, device=index.device)
     order = torch.sort(index, stable=True).indices

@@ -17,6 +17,13 @@ from transformers import BertConfig, BertForSequenceClassification, ViTConfig, V
 
 datasets.disable_progress_bars()
 
+# What the built-in methods need to train on the tiny models below: no tokenizer (IDO masks with id 3) and a meta set
+# that fits a few dozen samples (CLID-MU).
+TINY_METHOD_SETTINGS = {
+    "ido": {"ido_mask_token_id": 3},
+    "clid_mu": {"clid_meta_set_size": 24, "clid_meta_batch_size": 8},
+}
+
 
 def tiny_bert(num_labels: int = 4, dropout: float = 0.1, seed: int = 0, vocab_size: int = 1000):
     torch.manual_seed(seed)

@@ -1,9 +1,11 @@
 """Run by tests/test_distributed.py under torchrun (2 CPU processes, gloo) or as a single process.
 
 Usage: python distributed_worker.py OUT_DIR METHOD FROZEN PER_DEVICE_BATCH [EXTRA_JSON]
-Writes rank-<r>.json with the losses, the tracker state and the method's state as seen by that process.
+Writes rank-<r>.json with the losses, the tracker state and the method's state as seen by that process. EXTRA_JSON
+holds NoisyLabelConfig fields, plus `import_module`: a module of tests/ to import first (it registers a method).
 """
 
+import importlib
 import json
 import os
 import sys
@@ -20,6 +22,8 @@ from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer  # noqa: E402
 def main() -> None:
     out_dir, method, frozen, per_device = sys.argv[1], sys.argv[2], sys.argv[3] == "1", int(sys.argv[4])
     extra = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+    if "import_module" in extra:
+        importlib.import_module(extra.pop("import_module"))
     torch.set_num_threads(1)
     data = text_dataset(extra.pop("num_samples", 45), seed=1)
     data = data.add_column("clean_label", data["label"][:])

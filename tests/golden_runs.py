@@ -20,19 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
+from conftest import TINY_METHOD_SETTINGS, image_dataset, text_dataset, tiny_bert, tiny_vit
 from transformers import ViTImageProcessor
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 from hf_lnl.noise import add_label_noise
 
-METHOD_SETTINGS: dict[str, dict[str, Any]] = {
-    "none": {},
-    "gce": {},
-    "sce": {},
-    "ido": {"ido_mask_token_id": 3},
-    "clid_mu": {"clid_meta_set_size": 24, "clid_meta_batch_size": 8},
-}
+METHODS = ("none", "gce", "sce", "ido", "clid_mu")  # the built-in methods when the golden runs were recorded
 FAMILIES = ("bert", "vit")
 # Keys of the log history that measure time or throughput, not training.
 UNTIMED = ("runtime", "per_second", "total_flos")
@@ -59,7 +53,7 @@ def golden_run(family: str, method: str, output_dir: str) -> dict[str, Any]:
     args = NoisyLabelConfig(
         output_dir=output_dir, lnl_method=method, num_train_epochs=3, per_device_train_batch_size=8,
         learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0,
-        save_strategy="no", **METHOD_SETTINGS[method],
+        save_strategy="no", **TINY_METHOD_SETTINGS.get(method, {}),
     )  # fmt: skip
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)
     losses: list[float] = []
@@ -90,7 +84,7 @@ def record(path: str) -> None:
     runs = {}
     with tempfile.TemporaryDirectory() as folder:
         for family in FAMILIES:
-            for method in METHOD_SETTINGS:
+            for method in METHODS:
                 runs[f"{family}-{method}"] = golden_run(family, method, f"{folder}/{family}-{method}")
                 print(f"{family}-{method}: {len(runs[f'{family}-{method}']['losses'])} steps", flush=True)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -233,7 +233,7 @@ def test_one_meta_update_per_optimiser_step_with_gradient_accumulation(tmp_path,
 
     def counted_update(*args):
         steps.append(trainer.state.global_step)
-        update(*args)
+        return update(*args)
 
     monkeypatch.setattr(trainer.method, "_meta_update", counted_update)
     trainer.train()

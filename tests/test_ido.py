@@ -7,7 +7,7 @@ from conftest import image_dataset, minilm_path, text_dataset, tiny_bert, tiny_v
 from transformers import AutoTokenizer, ViTImageProcessor
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
-from hf_lnl.methods.ido import STAGE1_FOLDER, ido_loss
+from hf_lnl.methods.ido import STAGE1_FOLDER, ido_loss, stage_epochs
 
 COMMON = dict(report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=2, seed=0, save_strategy="no")
 
@@ -51,11 +51,11 @@ def test_plain_entropy_variant_and_ignored_labels():
 
 
 def test_stage_split_configuration(tmp_path):
-    assert NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6).ido_stage_epochs == (2, 4)
-    assert NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=15).ido_stage_epochs == (5, 10)
-    assert NoisyLabelConfig(
-        str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_stage2_epochs=3
-    ).ido_stage_epochs == (3, 3)
+    assert stage_epochs(NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6)) == (2, 4)
+    assert stage_epochs(NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=15)) == (5, 10)
+    assert stage_epochs(
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_stage2_epochs=3)
+    ) == (3, 3)
     with pytest.raises(ValueError, match="must equal num_train_epochs"):
         NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_stage1_epochs=2, ido_stage2_epochs=3)
     with pytest.raises(ValueError, match="at least 3 epochs"):

@@ -1,17 +1,12 @@
-"""Exact resume from a middle checkpoint, checkpoint faults, and the non-finite-loss stop."""
+"""Checkpoint faults and the non-finite-loss stop (exact resume of every method: test_method_contract.py)."""
 
 import os
 
 import pytest
-import torch
-from conftest import text_dataset, tiny_bert
+from conftest import TINY_METHOD_SETTINGS, text_dataset, tiny_bert
 
 from hf_lnl import CheckpointStateError, NoisyLabelConfig, NoisyLabelTrainer, NonFiniteLossError
 from hf_lnl.state import STATE_FILE_NAME
-
-METHOD_SETTINGS = {"none": {}, "sce": {}, "ido": {"ido_mask_token_id": 3}}
-# Mid-epoch 2 (6 steps per epoch); for IDO (2 + 1 epochs) that is inside stage 1, and step 16 inside stage 2.
-RESUME_POINTS = [(m, 8) for m in sorted(METHOD_SETTINGS)] + [("ido", 16)]
 
 
 def _trainer(out_dir, method="none", data=None, **kwargs):
@@ -19,24 +14,10 @@ def _trainer(out_dir, method="none", data=None, **kwargs):
     settings = dict(
         output_dir=str(out_dir), lnl_method=method, num_train_epochs=3, per_device_train_batch_size=8,
         learning_rate=1e-3, save_strategy="steps", save_steps=4, report_to=[], use_cpu=True, disable_tqdm=True,
-        logging_steps=1, seed=0, **METHOD_SETTINGS.get(method, {}),
+        logging_steps=1, seed=0, **TINY_METHOD_SETTINGS.get(method, {}),
     )
     settings.update(kwargs)
     return NoisyLabelTrainer(model=tiny_bert(), args=NoisyLabelConfig(**settings), train_dataset=data)
-
-
-@pytest.mark.parametrize("method, step", RESUME_POINTS)
-def test_resume_from_middle_checkpoint_gives_the_same_report(tmp_path, method, step):
-    full = _trainer(tmp_path / "full", method)
-    full.train()
-    middle = tmp_path / "full" / f"checkpoint-{step}"
-    assert (middle / STATE_FILE_NAME).is_file()
-    resumed = _trainer(tmp_path / "resumed", method)
-    resumed.train(resume_from_checkpoint=str(middle))
-    assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
-    assert resumed.method.metadata() == full.method.metadata()
-    for name, tensor in full.method.state_dict().items():
-        torch.testing.assert_close(resumed.method.state_dict()[name], tensor, rtol=0, atol=0, equal_nan=True)
 
 
 def test_missing_state_file_is_named(tmp_path):

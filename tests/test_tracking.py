@@ -1,6 +1,6 @@
 import torch
 
-from hf_lnl.tracking import WrongEventTracker, _first_occurrence, select_base_epoch
+from hf_lnl.tracking import WrongEventTracker, first_occurrence, select_base_epoch
 
 
 def test_counts_once_per_epoch_and_view_and_skips_ignored_labels():
@@ -55,8 +55,8 @@ def test_state_round_trip_and_size():
     assert restored.counts().tolist() == [1, 0, 0, 0]
 
 
-def test_first_occurrence():
-    assert _first_occurrence(torch.tensor([3, 1, 3, 2, 1])).tolist() == [True, True, False, True, False]
+def testfirst_occurrence():
+    assert first_occurrence(torch.tensor([3, 1, 3, 2, 1])).tolist() == [True, True, False, True, False]
 
 
 def test_select_base_epoch():

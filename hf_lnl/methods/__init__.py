@@ -1,29 +1,22 @@
-"""One module per noisy-label method; `build_method` maps `lnl_method` to its class."""
+"""Noisy-label methods, one module each, and the registry that maps `lnl_method` to them."""
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-from .base import LNLMethod
+from .base import Citation, LNLMethod, MethodContext, MethodOutput
+from .clid_mu import CLIDMU
 from .cross_entropy import CrossEntropy, GeneralizedCrossEntropy, SymmetricCrossEntropy
+from .ido import IDO
+from .registry import METHOD_NAMES, get_method, register_method
 
-if TYPE_CHECKING:
-    from ..trainer import NoisyLabelTrainer
-
-
-def build_method(trainer: NoisyLabelTrainer) -> LNLMethod:
-    """Instantiate the method named by `trainer.args.lnl_method`."""
-    name = trainer.args.lnl_method
-    if name == "ido":
-        from .ido import IDO
-
-        return IDO(trainer)
-    if name == "clid_mu":
-        from .clid_mu import CLIDMU
-
-        return CLIDMU(trainer)
-    classes = {cls.name: cls for cls in (CrossEntropy, GeneralizedCrossEntropy, SymmetricCrossEntropy)}
-    return classes[name](trainer)
-
-
-__all__ = ["LNLMethod", "build_method", "CrossEntropy", "GeneralizedCrossEntropy", "SymmetricCrossEntropy"]
+__all__ = [
+    "CLIDMU",
+    "IDO",
+    "METHOD_NAMES",
+    "Citation",
+    "CrossEntropy",
+    "GeneralizedCrossEntropy",
+    "LNLMethod",
+    "MethodContext",
+    "MethodOutput",
+    "SymmetricCrossEntropy",
+    "get_method",
+    "register_method",
+]

@@ -1,4 +1,4 @@
-"""CLID-MU: meta-learned sample weights without clean data (Hu et al., KDD 2025, arXiv 2507.11807; METHODS.md §6).
+"""CLID-MU: meta-learned sample weights without clean data (Hu et al., KDD 2025, arXiv 2507.11807).
 
 A meta-weight network (Meta-Weight-Net, Shu et al., NeurIPS 2019) maps each sample's cross-entropy to a weight in
 (0, 1). It is trained so that one virtual SGD step on the weighted loss lowers CLID (`hf_lnl.clid`) on a label-free
@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import datasets
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -34,15 +33,24 @@ from torch import nn
 from torch.func import functional_call
 
 from ..clid import clid
+from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
-from ..features import HeadFeatureCapture, find_classification_head, math_attention, unwrap_model
-from ..model_selection import draw_meta_set, sample_features, strip_labels, training_subset
-from ..tracking import IGNORE_INDEX, _first_occurrence
-from .base import LNLMethod
+from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
+from ..tracking import first_occurrence
+from .base import Citation, LNLMethod, MethodOutput
+from .registry import register_method
 
-if TYPE_CHECKING:
-    from ..trainer import NoisyLabelTrainer
-
+CLID_MU_CITATION = Citation(
+    key="hu2025clidmu",
+    title="CLID-MU: Cross-Layer Information Divergence Based Meta Update Strategy for Learning with Noisy Labels",
+    authors=("Ruofan Hu", "Dongyu Zhang", "Huayi Zhang", "Elke Rundensteiner"),
+    venue="KDD",
+    booktitle="Proceedings of the 31st ACM SIGKDD Conference on Knowledge Discovery and Data Mining (KDD)",
+    year=2025,
+    eprint="2507.11807",
+)
+CLID_SCOPES = ("head", "last_k", "all")
+META_OPTIMIZERS = ("adam", "sgd")
 WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vanish gives a zero loss, not NaN
 
 
@@ -73,6 +81,22 @@ class MetaWeightNet(nn.Module):
         return torch.sigmoid(self.out(F.relu(self.hidden(losses[:, None])))).squeeze(1)
 
 
+def draw_meta_set(num_samples: int, size: int, seed: int) -> np.ndarray:
+    """Row positions of a label-free meta set: `min(size, num_samples)` distinct rows drawn at random (seeded).
+
+    The rows keep the random order they are drawn in, so consecutive chunks of the set mix classes even when the
+    training set is sorted by class.
+
+    Example:
+        >>> draw_meta_set(10, 4, seed=0)
+        array([4, 6, 2, 7])
+    """
+    if num_samples < 1 or size < 1:
+        raise ValueError(f"A meta set needs num_samples >= 1 and size >= 1, got {num_samples} and {size}.")
+    return np.random.default_rng(seed).permutation(num_samples)[: min(size, num_samples)].astype(np.int64)
+
+
+@register_method
 class CLIDMU(LNLMethod):
     """`lnl_method="clid_mu"`: the loss weighted per sample by a meta network trained to lower CLID.
 
@@ -95,10 +119,40 @@ class CLIDMU(LNLMethod):
     """
 
     name = "clid_mu"
-    requires_class_labels = True
+    title = "CLID-MU (cross-layer information divergence meta update)"
+    description = (
+        "A meta-weight network weights each sample's loss; it is trained without clean data by minimising the "
+        "cross-layer information divergence between the classifier's features and its predictions after a "
+        "look-ahead step. `noise_score` is derived from the sample's meta weight."
+    )
+    citation = CLID_MU_CITATION
+    report_columns = ("meta_weight",)
+    state_tensors = ("meta_weight", "meta_set_indices", "meta_net.*", "meta_optimizer.*")
+    config_fields = (
+        "clid_scope", "clid_last_k", "clid_lookahead_lr", "clid_meta_lr", "clid_meta_optimizer",
+        "clid_meta_weight_decay", "clid_meta_hidden_size", "clid_meta_set_size", "clid_meta_batch_size",
+        "clid_update_every", "clid_temperature", "clid_head_module", "clid_class_balanced", "clid_warmup_epochs",
+    )  # fmt: skip
 
-    def __init__(self, trainer: NoisyLabelTrainer):
-        super().__init__(trainer)
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        for name, value, choices in (
+            ("clid_scope", args.clid_scope, CLID_SCOPES),
+            ("clid_meta_optimizer", args.clid_meta_optimizer, META_OPTIMIZERS),
+        ):
+            if value not in choices:
+                raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
+        for name in ("clid_update_every", "clid_last_k"):
+            if getattr(args, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}.")
+        if args.fp16:
+            raise ValueError(
+                "lnl_method='clid_mu' does not support fp16: its look-ahead takes second-order gradients that "
+                "bypass the fp16 grad scaler. Use bf16=True or full precision."
+            )
+
+    def __init__(self, context: Any):
+        super().__init__(context)
         self.meta_net: MetaWeightNet | None = None
         self.meta_optimizer: torch.optim.Optimizer | None = None
         self.meta_set_indices: np.ndarray | None = None
@@ -112,12 +166,12 @@ class CLIDMU(LNLMethod):
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
         self._check_supported()
-        args, model = self.args, self.trainer.model
+        args, model = self.args, self.context.model
         _, head = find_classification_head(model, args.clid_head_module)
         base = unwrap_model(model)
         self._head_name = next(name for name, module in base.named_modules() if module is head)
         self._scope = self._scope_parameter_names(base, head)
-        labels = self.trainer.label_info.labels
+        labels = self.context.label_info.labels
         configured = getattr(getattr(base, "config", None), "num_labels", 0) or 0
         self._num_classes = max(int(labels.max(initial=0)) + 1, configured)
         self.meta_set_indices = draw_meta_set(len(labels), args.clid_meta_set_size, args.seed)
@@ -131,20 +185,18 @@ class CLIDMU(LNLMethod):
             self.meta_net.parameters(), lr=args.clid_meta_lr, weight_decay=args.clid_meta_weight_decay, **extra
         )
         self.meta_weight = torch.full((len(labels) + 1,), float("nan"), dtype=torch.float16, device=args.device)
-        clean = self.trainer.label_info.clean_labels
+        clean = self.context.label_info.clean_labels  # for the logged meta_weight_clean / _noisy only
         self._noisy = None if clean is None else torch.from_numpy(clean != labels).to(args.device)
         self._last_meta_step = -1
 
     def _check_supported(self) -> None:
-        trainer = self.trainer
-        if self.args.fp16 or any(p.dtype == torch.float16 for p in trainer.model.parameters()):
+        if self.args.fp16 or any(p.dtype == torch.float16 for p in self.context.model.parameters()):
             raise ValueError(
                 "lnl_method='clid_mu' does not support float16: its look-ahead takes second-order gradients that "
                 "the fp16 grad scaler does not see. Load the model in float32 or bfloat16 (torch_dtype=...) and use "
                 "bf16=True instead of fp16=True."
             )
-        zero_stage = trainer.accelerator.state.deepspeed_plugin.zero_stage if trainer.is_deepspeed_enabled else 0
-        if trainer.is_fsdp_enabled or zero_stage == 3:
+        if self.context.parameters_are_sharded:
             raise ValueError(
                 "lnl_method='clid_mu' cannot run under FSDP or DeepSpeed ZeRO-3: its look-ahead needs whole, "
                 "unsharded parameters. Use DDP (or ZeRO-1/2), or another lnl_method."
@@ -167,14 +219,8 @@ class CLIDMU(LNLMethod):
         return names
 
     def _prepare_meta_set(self) -> None:
-        """The meta set with the Trainer's own column removal and collator (as its training dataloader builds)."""
-        subset = training_subset(self.trainer, self.meta_set_indices)
-        if isinstance(subset, datasets.Dataset):
-            self._meta_dataset = self.trainer._remove_unused_columns(subset, description="CLID-MU meta")
-            self._meta_collator = None
-        else:
-            self._meta_dataset = subset
-            self._meta_collator = self.trainer._get_collator_with_removed_columns(self.trainer.data_collator)
+        """The meta set's rows, as the training dataloader reads them (the Trainer's column removal)."""
+        self._meta_dataset = self.context.training_rows(self.meta_set_indices)
         if len(self._meta_dataset) < 2:
             raise ValueError(
                 "lnl_method='clid_mu' needs a meta set of at least 2 samples (CLID compares samples): raise "
@@ -184,26 +230,26 @@ class CLIDMU(LNLMethod):
     # ---------------------------------------------------------------------------------------------- training
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> MethodOutput:
         labels = inputs.pop("labels")
         base = unwrap_model(model)
         with HeadFeatureCapture(base, self._head_name) as capture:
             outputs = model(**inputs)
         features = sample_features(capture.features, inputs.get("attention_mask"))
         losses = F.cross_entropy(_upcast(outputs["logits"]), labels, reduction="none", ignore_index=IGNORE_INDEX)
-        self.trainer.record_predictions(sample_index, outputs["logits"], labels, per_sample_loss=losses)
         keep = labels != IGNORE_INDEX
-        step = self.trainer.state.global_step
+        metrics: dict[str, torch.Tensor | float] = {}
+        step = self.context.global_step
         if step % self.args.clid_update_every == 0 and step != self._last_meta_step:  # once per optimiser step
             self._last_meta_step = step
-            self._meta_update(model, inputs, labels, features)
+            metrics["clid_meta_loss"] = self._meta_update(model, inputs, labels, features)
         with torch.no_grad():
             raw_weights = self._meta_weights(losses)
-        warming_up = (self.trainer.state.epoch or 0.0) < self.args.clid_warmup_epochs
+        warming_up = (self.context.epoch or 0.0) < self.args.clid_warmup_epochs
         weights = keep.to(raw_weights.dtype) if warming_up else raw_weights * keep
         loss = (self._normalise(weights, labels) * losses).sum()
-        self._track(sample_index, raw_weights, keep)
-        return loss, outputs
+        metrics.update(self._track(sample_index, raw_weights, keep))
+        return MethodOutput(loss, outputs, (outputs["logits"],), labels, per_sample_loss=losses, metrics=metrics)
 
     def lookahead_meta_loss(
         self,
@@ -232,7 +278,7 @@ class CLIDMU(LNLMethod):
         base = unwrap_model(model)
         head_only = self.args.clid_scope == "head"
         # Second-order gradients through attention need the MATH kernel; the head-only look-ahead never enters it.
-        with contextlib.nullcontext() if head_only else math_attention(), self.trainer.accelerator.autocast():
+        with contextlib.nullcontext() if head_only else math_attention(), self.context.autocast():
             if head_only:
                 head = base.get_submodule(self._head_name)
                 params = dict(head.named_parameters())
@@ -269,17 +315,17 @@ class CLIDMU(LNLMethod):
         """A meta batch for this optimiser step, on the training device: `clid_meta_batch_size` distinct samples of
         the meta set, drawn from (seed, global step, process) so that a resumed run draws the same batches."""
         args = self.args
-        rng = np.random.default_rng([args.seed, self.trainer.state.global_step, args.process_index])
+        rng = np.random.default_rng([args.seed, self.context.global_step, args.process_index])
         size = min(args.clid_meta_batch_size, len(self._meta_dataset))
         positions = rng.choice(len(self._meta_dataset), size, replace=False).tolist()
         fetch_rows = getattr(self._meta_dataset, "__getitems__", None)  # one batched read, as a DataLoader does
         rows = fetch_rows(positions) if fetch_rows else [self._meta_dataset[i] for i in positions]
-        collate = self._meta_collator or self.trainer.data_collator
-        return strip_labels(self.trainer._prepare_inputs(collate(rows)), args.sample_index_column)
+        return self.context.collate(rows)
 
     def _meta_update(
         self, model: nn.Module, inputs: dict[str, Any], labels: torch.Tensor, features: torch.Tensor
-    ) -> None:
+    ) -> torch.Tensor:
+        """One step of the meta network; returns the meta loss (CLID after the look-ahead), detached."""
         meta_loss = self.lookahead_meta_loss(model, inputs, labels, self.meta_batch(), features)
         params = list(self.meta_net.parameters())
         grads = torch.autograd.grad(meta_loss, params)
@@ -290,7 +336,7 @@ class CLIDMU(LNLMethod):
             p.grad = g.view_as(p)
         self.meta_optimizer.step()
         self.meta_optimizer.zero_grad(set_to_none=True)
-        self.trainer.log_metric("clid_meta_loss", meta_loss.detach())
+        return meta_loss.detach()
 
     def _normalise(self, weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """`w / Σ w` over the batch, or per labelled class with `clid_class_balanced` (each class keeps its share)."""
@@ -315,19 +361,21 @@ class CLIDMU(LNLMethod):
             base(**inputs)
         return sample_features(capture.features, inputs.get("attention_mask"))
 
-    def _track(self, sample_index: torch.Tensor | None, raw_weights: torch.Tensor, keep: torch.Tensor) -> None:
-        """Store each sample's latest raw weight (identical on every process) and log the batch's statistics."""
+    def _track(
+        self, sample_index: torch.Tensor | None, raw_weights: torch.Tensor, keep: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Store each sample's latest raw weight (identical on every process); returns the batch's statistics."""
         if sample_index is None:
-            return
+            return {}
         index, weights, kept = gather_rows(sample_index, raw_weights, keep)
         index = index.to(self.meta_weight.device)
-        fresh = kept.to(index.device) & _first_occurrence(index)  # a repeated (padding) sample is written once
+        fresh = kept.to(index.device) & first_occurrence(index)  # a repeated (padding) sample is written once
         target = torch.where(fresh, index, torch.full_like(index, len(self.meta_weight) - 1))
         self.meta_weight[target] = weights.to(device=index.device, dtype=self.meta_weight.dtype)
         count = kept.sum().clamp_min(1)
         mean = (weights * kept).sum() / count
-        self.trainer.log_metric("meta_weight_mean", mean)
-        self.trainer.log_metric("meta_weight_std", ((weights - mean).square() * kept).sum().div(count).sqrt())
+        std = ((weights - mean).square() * kept).sum().div(count).sqrt()
+        return {"meta_weight_mean": mean, "meta_weight_std": std}
 
     # ------------------------------------------------------------------------------------------------ epochs
     def on_epoch_end(self) -> dict[str, float]:
@@ -388,7 +436,7 @@ class CLIDMU(LNLMethod):
         """`low_weight_posterior` of the samples' meta weights (see the class docstring)."""
         return low_weight_posterior(self.meta_weight[:-1].float().cpu().numpy())
 
-    def report_columns(self) -> dict[str, np.ndarray]:
+    def report_values(self) -> dict[str, np.ndarray]:
         return {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
 
 

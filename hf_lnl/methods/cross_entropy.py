@@ -13,9 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LNLMethod
+from ..data import IGNORE_INDEX
+from .base import Citation, LNLMethod, MethodOutput
+from .registry import register_method
 
-IGNORE_INDEX = -100
 PROBABILITY_FLOOR = 1e-7  # keeps p_y^q and its gradient finite at p_y = 0
 
 
@@ -52,52 +53,91 @@ def sce_loss(
     return torch.where(keep, alpha * ce + beta * rce, torch.zeros_like(ce))
 
 
+GCE_CITATION = Citation(
+    key="zhang2018generalized",
+    title="Generalized Cross Entropy Loss for Training Deep Neural Networks with Noisy Labels",
+    authors=("Zhilu Zhang", "Mert R. Sabuncu"),
+    venue="NeurIPS",
+    booktitle="Advances in Neural Information Processing Systems (NeurIPS)",
+    year=2018,
+    eprint="1805.07836",
+)
+SCE_CITATION = Citation(
+    key="wang2019symmetric",
+    title="Symmetric Cross Entropy for Robust Learning with Noisy Labels",
+    authors=("Yisen Wang", "Xingjun Ma", "Zaiyi Chen", "Yuan Luo", "Jinfeng Yi", "James Bailey"),
+    venue="ICCV",
+    booktitle="Proceedings of the IEEE/CVF International Conference on Computer Vision (ICCV)",
+    year=2019,
+    eprint="1908.06112",
+)
+
+
+@register_method
 class CrossEntropy(LNLMethod):
     """`lnl_method="none"`: the Trainer's own loss, untouched, plus wrong-event tracking."""
 
     name = "none"
+    title = "plain cross-entropy with wrong-event tracking"
+    description = (
+        "Ordinary cross-entropy fine-tuning; hf_lnl counted each sample's wrong events (training forwards whose "
+        "prediction disagreed with the given label). `noise_score` = wrong events / the most possible."
+    )
+    requires_class_labels = False
+    returns_batch_mean = False  # the Trainer's own loss, scaled for gradient accumulation by the Trainer
 
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> MethodOutput:
         labels = inputs.get("labels")
-        loss, outputs = self.trainer.default_compute_loss(model, inputs, num_items_in_batch)
-        self.trainer.record_predictions(sample_index, outputs["logits"], labels, loss=loss)
-        return loss, outputs
+        loss, outputs = self.context.model_loss(model, inputs, num_items_in_batch)
+        return MethodOutput(loss, outputs, (outputs["logits"],), labels)
 
 
 class _PerSampleLoss(LNLMethod):
     """A state-free per-sample loss averaged over the batch's labelled samples."""
-
-    requires_class_labels = True
 
     def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> MethodOutput:
         labels = inputs.pop("labels")
         outputs = model(**inputs)
         losses = self.per_sample_loss(outputs["logits"], labels)
         loss = losses.sum() / (labels != IGNORE_INDEX).sum().clamp_min(1)
-        self.trainer.record_predictions(sample_index, outputs["logits"], labels, per_sample_loss=losses)
-        return loss, outputs
+        return MethodOutput(loss, outputs, (outputs["logits"],), labels, per_sample_loss=losses)
 
 
+@register_method
 class GeneralizedCrossEntropy(_PerSampleLoss):
     """`lnl_method="gce"`: generalized cross-entropy with exponent `gce_q`."""
 
     name = "gce"
+    title = "generalized cross-entropy (GCE)"
+    description = "Generalized cross-entropy `(1 - p_y^q) / q`, a loss that bounds each sample's influence."
+    citation = GCE_CITATION
+    config_fields = ("gce_q",)
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        if not 0.0 < args.gce_q <= 1.0:
+            raise ValueError(f"gce_q must lie in (0, 1] (q -> 0 is cross-entropy, 1 is MAE), got {args.gce_q}.")
 
     def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return gce_loss(logits, labels, q=self.args.gce_q)
 
 
+@register_method
 class SymmetricCrossEntropy(_PerSampleLoss):
     """`lnl_method="sce"`: symmetric cross-entropy with `sce_alpha`, `sce_beta`, `sce_log_clamp`."""
 
     name = "sce"
+    title = "symmetric cross-entropy (SCE)"
+    description = "Symmetric cross-entropy `alpha CE + beta RCE`, cross-entropy plus its reverse."
+    citation = SCE_CITATION
+    config_fields = ("sce_alpha", "sce_beta", "sce_log_clamp")
 
     def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sce_loss(logits, labels, self.args.sce_alpha, self.args.sce_beta, self.args.sce_log_clamp)

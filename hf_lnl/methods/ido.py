@@ -12,6 +12,7 @@ weighted loss:
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
@@ -21,48 +22,118 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..data import IGNORE_INDEX
 from ..features import unwrap_model
+from ..metrics import estimated_noise_rate
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
-from ..state import CheckpointStateError, load_state, save_state
+from ..state import CheckpointStateError
 from ..tracking import select_base_epoch
 from ..views import ImageViews, TextMasker
-from .base import LNLMethod
+from .base import Citation, LNLMethod, MethodOutput
+from .registry import register_method
 
 logger = logging.getLogger(__name__)
 
-IGNORE_INDEX = -100
 PROBABILITY_CLAMP = 1e-4  # q = clamp(softmax(z), 1e-4, 1 - 1e-4) before the entropy term
 STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
+MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "ido_stage1"
 WEAK_BASE_NOISE_RATE = 0.5  # more labels than this judged noisy after stage 1 means the base model learnt little
 STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<input>_strong`
+IDO_CITATION = Citation(
+    key="zhang2025handling",
+    title="Handling Label Noise via Instance-Level Difficulty Modeling and Dynamic Optimization",
+    authors=(
+        "Kuan Zhang", "Chengliang Chai", "Jingzhe Xu", "Chi Zhang", "Han Han", "Ye Yuan", "Guoren Wang", "Lei Cao",
+    ),
+    venue="NeurIPS",
+    booktitle="Advances in Neural Information Processing Systems (NeurIPS)",
+    year=2025,
+    eprint="2505.00812",
+)  # fmt: skip
 
 
+def stage_epochs(args: Any) -> tuple[int, int]:
+    """(stage-1 epochs, stage-2 epochs) of IDO, validated against `num_train_epochs`.
+
+    By default stage 1 takes a third of the epochs (at least 2: prediction change compares two epochs); with both
+    `ido_stage1_epochs` and `ido_stage2_epochs` given they must sum to `num_train_epochs`. With `ido_stage1_dir`, the
+    whole run is stage 2.
+
+    Example:
+        >>> stage_epochs(NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6))
+        (2, 4)
+    """
+    total = args.num_train_epochs
+    if args.ido_stage1_dir is not None:  # stage 1 comes from disk: the whole run is stage 2
+        if total != int(total) or total < 1:
+            raise ValueError(f"With ido_stage1_dir, num_train_epochs is stage 2's length; got {total}.")
+        return 0, int(total)
+    if args.max_steps > 0:
+        raise ValueError("lnl_method='ido' counts its stages in epochs: set num_train_epochs, not max_steps.")
+    if total != int(total) or total < MIN_STAGE1_EPOCHS + 1:
+        raise ValueError(
+            f"lnl_method='ido' needs a whole number of at least {MIN_STAGE1_EPOCHS + 1} epochs "
+            f"(stage 1 >= {MIN_STAGE1_EPOCHS}, stage 2 >= 1), got num_train_epochs={total}."
+        )
+    total = int(total)
+    first, second = args.ido_stage1_epochs, args.ido_stage2_epochs
+    if first is not None and second is not None and first + second != total:
+        raise ValueError(
+            f"ido_stage1_epochs ({first}) + ido_stage2_epochs ({second}) must equal num_train_epochs ({total}); "
+            "set num_train_epochs to their sum or give only one of them."
+        )
+    if first is None:
+        first = total - second if second is not None else max(MIN_STAGE1_EPOCHS, math.floor(total / 3 + 0.5))
+    if first < MIN_STAGE1_EPOCHS:
+        raise ValueError(f"ido_stage1_epochs must be at least {MIN_STAGE1_EPOCHS}, got {first}.")
+    if total - first < 1:
+        raise ValueError(f"IDO stage 2 needs at least one epoch; stage 1 takes {first} of {total} epochs.")
+    return first, total - first
+
+
+@register_method
 class IDO(LNLMethod):
-    """`lnl_method="ido"`: both stages in one `trainer.train()`; stage lengths from `args.ido_stage_epochs`."""
+    """`lnl_method="ido"`: both stages in one `trainer.train()`; stage lengths from `stage_epochs(args)`."""
 
     name = "ido"
-    requires_class_labels = True
+    title = "IDO (instance-level difficulty modelling and dynamic optimisation)"
+    description = (
+        "Stage 1 fine-tunes with cross-entropy while counting wrong events and picks a base model by prediction "
+        "change; stage 2 restarts from it and trains on a weak and a strong view with a per-sample loss weighted by "
+        "a beta mixture fitted on the counts. `noise_score` = the mixture's p_noisy."
+    )
+    citation = IDO_CITATION
+    report_columns = ("p_clean", "p_noisy", "stage1_wrong_events", "stage2_wrong_events")
+    state_tensors = ("stage1_counts",)
+    config_fields = (
+        "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
+        "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id",
+    )  # fmt: skip
     num_views = 2
+    restarts_optimizer = True
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        _check_choice("ido_mixture", args.ido_mixture, ("per_class", "global"))
+        _check_choice("ido_entropy", args.ido_entropy, ("confidence", "plain"))
+        if not 0.0 < args.ido_mask_rate < 1.0:
+            raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
+        stage_epochs(args)  # validates the stage split now, not at the stage boundary
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
-        trainer = self.trainer
-        if trainer.optimizer is not None and trainer.optimizer_cls_and_kwargs is None:
-            raise ValueError(
-                "lnl_method='ido' builds a fresh optimiser for stage 2, so it cannot use an optimiser instance "
-                "passed as `optimizers=`. Pass `optimizer_cls_and_kwargs=(cls, kwargs)` or set `optim` instead."
-            )
-        self.stage1_epochs, self.stage2_epochs = self.args.ido_stage_epochs
+        context = self.context
+        self.stage1_epochs, self.stage2_epochs = stage_epochs(self.args)
         self.stage = 1
         self.base_epoch: int | None = None
         self.search_done = False
         self.base_state: dict[str, torch.Tensor] | None = None
         self.stage1_counts: torch.Tensor | None = None
         self._stage1_epochs_from_disk = 0
-        self.num_classes = int(self.trainer.model.config.num_labels)
+        self.num_classes = int(unwrap_model(context.model).config.num_labels)
         if self.args.ido_mixture == "per_class":
             self.mixture = ClassConditionalBetaMixture(
                 self.num_classes, min_class_samples=self.args.ido_min_class_samples
@@ -71,13 +142,20 @@ class IDO(LNLMethod):
             self.mixture = BetaMixture()
         self.lookup: torch.Tensor | None = None
         self._views: ImageViews | TextMasker | None = None
-        self._labels = torch.as_tensor(trainer.label_info.labels, device=trainer.tracker.wrong_events.device)
+        self._device = context.wrong_events.device
+        self._labels = torch.as_tensor(context.label_info.labels, device=self._device)
         if self.args.ido_stage1_dir is not None:
             self._load_stage1(self.args.ido_stage1_dir)
 
+    def max_wrong_events(self) -> int:
+        """Largest wrong-event count possible: one per stage-1 epoch, two per stage-2 epoch."""
+        if self.stage == 1:
+            return super().max_wrong_events()
+        return self.stage1_epochs + self.stage2_epochs * self.num_views + self._stage1_epochs_from_disk
+
     @property
     def max_count(self) -> int:
-        """Largest wrong-event count possible: one per stage-1 epoch, two per stage-2 epoch."""
+        """Largest wrong-event count of the whole run: one per stage-1 epoch, two per stage-2 epoch."""
         return self.stage1_epochs + self.stage2_epochs * self.num_views + self._stage1_epochs_from_disk
 
     def training_steps(self, num_training_steps: int) -> int:
@@ -88,7 +166,7 @@ class IDO(LNLMethod):
     # ------------------------------------------------------------------------------------------ loss
     def compute_loss(
         self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
-    ) -> tuple[torch.Tensor, Any]:
+    ) -> MethodOutput:
         labels = inputs.pop("labels")
         views = self._views_for(inputs)
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
@@ -97,9 +175,8 @@ class IDO(LNLMethod):
             outputs = model(**weak)
             losses = F.cross_entropy(outputs["logits"].float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
             keep = (labels != IGNORE_INDEX).float()
-            self.trainer.record_predictions(sample_index, outputs["logits"], labels, per_sample_loss=losses)
-            self.trainer.log_metric("ido_stage", 1.0)
-            return losses.sum() / keep.sum().clamp_min(1.0), outputs
+            loss = losses.sum() / keep.sum().clamp_min(1.0)
+            return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
         strong = {**weak, **strong} if strong else self._strong(inputs, views)
         size = labels.shape[0]
         batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
@@ -107,17 +184,14 @@ class IDO(LNLMethod):
         logits_weak, logits_strong = outputs["logits"].float().chunk(2)
         stats = self._mixture_stats(sample_index, labels)
         losses, parts = ido_loss(logits_weak, logits_strong, labels, stats, self.args.ido_entropy == "confidence")
-        self.trainer.record_predictions(sample_index, logits_weak, labels, view=0, per_sample_loss=losses)
-        self.trainer.record_predictions(sample_index, logits_strong, labels, view=1, per_sample_loss=losses)
-        for name in ("ce", "consistency", "entropy"):
-            self.trainer.log_metric(f"ido_{name}", parts[name])
-        self.trainer.log_metric("ido_stage", 2.0)
+        metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": parts[k] for k in ("ce", "consistency", "entropy")}
+        metrics["ido_stage"] = 2.0
         outputs["logits"] = logits_weak
-        return parts["loss"], outputs
+        return MethodOutput(parts["loss"], outputs, (logits_weak, logits_strong), labels, losses, metrics)
 
     def _views_for(self, inputs: dict[str, Any]) -> ImageViews | TextMasker | None:
         if self._views is None:
-            processor = self.trainer.processing_class
+            processor = self.context.processing_class
             if "pixel_values" in inputs:
                 image_processor = getattr(processor, "image_processor", processor)
                 if image_processor is None or not hasattr(image_processor, "image_mean"):
@@ -128,7 +202,7 @@ class IDO(LNLMethod):
                 self._views = ImageViews.from_processor(image_processor)
             elif "input_ids" in inputs:
                 tokenizer = getattr(processor, "tokenizer", processor)
-                self._views = _text_masker(tokenizer, self.args, self.trainer.model.config)
+                self._views = _text_masker(tokenizer, self.args, unwrap_model(self.context.model).config)
         return self._views
 
     def _weak(self, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +221,7 @@ class IDO(LNLMethod):
         )
 
     def _mixture_stats(self, sample_index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        counts = self.trainer.tracker.wrong_events[sample_index.to(self.lookup.device)].long()
+        counts = self.context.wrong_events[sample_index.to(self.lookup.device)].long()
         counts = counts.clamp_max(self.lookup.shape[-2] - 1)
         if self.lookup.dim() == 3:
             rows = self._labels[sample_index.to(self._labels.device)].clamp_min(0)
@@ -156,68 +230,68 @@ class IDO(LNLMethod):
 
     # ------------------------------------------------------------------------------------- epoch ends
     def on_epoch_end(self) -> dict[str, float]:
-        tracker = self.trainer.tracker
+        context = self.context
         if self.stage == 1:
             if not self.search_done:
-                if select_base_epoch(tracker.prediction_changes) == tracker.epochs_completed:
-                    self._snapshot_base(tracker.epochs_completed)  # prediction change still falling
+                if select_base_epoch(context.prediction_changes) == context.epochs_completed:
+                    self._snapshot_base(context.epochs_completed)  # prediction change still falling
                 else:
                     self.search_done = True
-            if tracker.epochs_completed >= self.stage1_epochs:
+            if context.epochs_completed >= self.stage1_epochs:
                 return self._start_stage2()
             return {"ido_stage": 1.0}
         self._refit(STAGE2_REFIT_ITERATIONS[self.args.ido_mixture])
         return {"ido_stage": 2.0, **self._mixture_logs()}
 
     def _snapshot_base(self, epoch: int) -> None:
-        model = unwrap_model(self.trainer.model)
+        model = unwrap_model(self.context.model)
         self.base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.base_epoch = epoch
 
     def _start_stage2(self) -> dict[str, float]:
-        trainer = self.trainer
-        self.stage1_counts = trainer.tracker.wrong_events[:-1].to(torch.int16).clone()
-        if trainer.args.should_save:
-            self.save_stage1(os.path.join(trainer.args.output_dir, STAGE1_FOLDER))
-        unwrap_model(trainer.model).load_state_dict(self.base_state)
+        context = self.context
+        self.stage1_counts = context.wrong_events.to(torch.int16).clone()
+        if self.args.should_save:
+            self.save_stage1(os.path.join(self.args.output_dir, STAGE1_FOLDER))
+        unwrap_model(context.model).load_state_dict(self.base_state)
         self.base_state = None
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
-        trainer.restart_optimization()
+        context.restart_optimization()
         logger.info(f"IDO stage 2 starts from the base model of epoch {self.base_epoch}.")
-        flagged = float((self.noise_scores() > self.args.noise_score_threshold).mean())
+        flagged = estimated_noise_rate(self.noise_scores(), self.args.noise_score_threshold)
         if flagged > WEAK_BASE_NOISE_RATE:
             logger.warning(
                 f"IDO's mixture marks {flagged:.0%} of the training labels as noisy after stage 1: the base model is "
                 "probably too weak (IDO assumes a pretrained backbone), and stage 2 will mostly minimise entropy. "
                 "Start from a pretrained model; for a network trained from scratch prefer lnl_method='gce' or "
-                "'none' (on a from-scratch ViT a longer stage 1 did not help: benchmarks/results/ablations)."
+                "'none' (on a from-scratch ViT a longer stage 1 was measured not to help)."
             )
         return {"ido_stage": 2.0, "ido_base_epoch": float(self.base_epoch), **self._mixture_logs()}
 
     def _refit(self, iterations: int) -> None:
-        counts = self.trainer.tracker.counts()
+        counts = self.context.counts()
         if isinstance(self.mixture, ClassConditionalBetaMixture):
-            self.mixture.fit(counts, self.trainer.label_info.labels, n_iter=iterations)
+            self.mixture.fit(counts, self.context.label_info.labels, n_iter=iterations)
         else:
             self.mixture.fit(counts, n_iter=iterations)
         table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
-        self.lookup = table.to(self.trainer.tracker.wrong_events.device)
+        self.lookup = table.to(self._device)
 
     def _mixture_logs(self) -> dict[str, float]:
         params = self.mixture.get_params()
         logger.info(f"IDO beta mixture: {params}")
         source = params.get("global", params)
-        logs = {"ido_estimated_noise_rate": float((self.noise_scores() > self.args.noise_score_threshold).mean())}
+        logs = {"ido_estimated_noise_rate": estimated_noise_rate(self.noise_scores(), self.args.noise_score_threshold)}
         for k, (name, key) in enumerate([("alpha", "alphas"), ("beta", "betas"), ("pi", "weights")] * 2):
             logs[f"ido_mixture_{name}{k // 3}"] = float(source[key][k // 3])
         return logs
 
     # ------------------------------------------------------------------------------------------ report
     def _stats_now(self) -> np.ndarray:
-        counts = self.trainer.tracker.counts()
+        counts = self.context.counts()
         if isinstance(self.mixture, ClassConditionalBetaMixture):
-            return self.mixture.predict_stats(counts, self.trainer.label_info.labels)
+            return self.mixture.predict_stats(counts, self.context.label_info.labels)
         return self.mixture.predict_stats(counts)
 
     def noise_scores(self) -> np.ndarray:
@@ -226,8 +300,8 @@ class IDO(LNLMethod):
             return super().noise_scores()
         return self._stats_now()[:, 1]
 
-    def report_columns(self) -> dict[str, np.ndarray]:
-        counts = self.trainer.tracker.counts()
+    def report_values(self) -> dict[str, np.ndarray]:
+        counts = self.context.counts()
         columns: dict[str, np.ndarray] = {}
         if self.stage == 2:
             stats = self._stats_now()
@@ -236,6 +310,9 @@ class IDO(LNLMethod):
             stage1 = self.stage1_counts.cpu().numpy().astype(np.int64)
             columns.update(stage1_wrong_events=stage1, stage2_wrong_events=counts - stage1)
         return columns
+
+    def fitted_mixture(self) -> Any:
+        return self.mixture if self.stage == 2 else None
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -256,11 +333,11 @@ class IDO(LNLMethod):
         self.search_done = bool(metadata["search_done"])
         self._stage1_epochs_from_disk = int(metadata["stage1_epochs_from_disk"])
         if "stage1_counts" in tensors:
-            self.stage1_counts = tensors["stage1_counts"].to(self.trainer.tracker.wrong_events.device)
+            self.stage1_counts = tensors["stage1_counts"].to(self._device)
         if metadata["mixture"] is not None:
             self.mixture.set_params_from(metadata["mixture"])
             table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
-            self.lookup = table.to(self.trainer.tracker.wrong_events.device)
+            self.lookup = table.to(self._device)
 
     def save_extra(self, folder: str) -> None:
         if self.stage == 1 and self.base_state is not None:
@@ -275,33 +352,21 @@ class IDO(LNLMethod):
 
     # ------------------------------------------------------------------------------ finished stage 1
     def save_stage1(self, folder: str) -> None:
-        """Save a finished stage 1 (counts, base model, dataset size, label checksum) for `ido_stage1_dir`."""
-        trainer = self.trainer
-        tensors = {f"tracker.{k}": v for k, v in trainer.tracker.state_dict().items()}
-        metadata = {
-            "lnl_method": "ido",
-            "num_samples": trainer.tracker.num_samples,
-            "labels_sha256": trainer._labels_checksum(),
-            "tracker": trainer.tracker.metadata(),
-            "base_epoch": self.base_epoch,
-            "stage1_epochs": self.stage1_epochs + self._stage1_epochs_from_disk,
-        }
-        save_state(folder, tensors, metadata)
+        """Save a finished stage 1 (counts, base model, training-set checksum) for `ido_stage1_dir`."""
+        metadata = {"base_epoch": self.base_epoch, "stage1_epochs": self.stage1_epochs + self._stage1_epochs_from_disk}
+        self.context.export_state(folder, {}, metadata)
         save_file({k: v.contiguous() for k, v in self.base_state.items()}, os.path.join(folder, BASE_MODEL_FILE))
 
     def _load_stage1(self, folder: str) -> None:
-        trainer = self.trainer
-        tensors, metadata = load_state(folder)
         try:
-            trainer.check_state_matches(folder, metadata)
+            _, metadata = self.context.import_state(folder)
         except CheckpointStateError as error:
             raise ValueError(f"ido_stage1_dir does not match this training set: {error}") from error
-        trainer.tracker.load_state_dict({k[len("tracker.") :]: v for k, v in tensors.items()}, metadata["tracker"])
-        unwrap_model(trainer.model).load_state_dict(load_file(os.path.join(folder, BASE_MODEL_FILE)))
+        unwrap_model(self.context.model).load_state_dict(load_file(os.path.join(folder, BASE_MODEL_FILE)))
         self._stage1_epochs_from_disk = int(metadata["stage1_epochs"])
         self.base_epoch = metadata["base_epoch"]
         self.search_done = True
-        self.stage1_counts = trainer.tracker.wrong_events[:-1].to(torch.int16).clone()
+        self.stage1_counts = self.context.wrong_events.to(torch.int16).clone()
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
 
@@ -354,6 +419,11 @@ def ido_loss(
 
 def _is_per_sample(value: Any, batch_size: int) -> bool:
     return isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
 
 
 def _text_masker(tokenizer: Any, args: Any, model_config: Any) -> TextMasker:
