@@ -2,7 +2,7 @@
 
 The measurement behind `clid_lookahead_lr`'s default. PROTOCOL Task A (BBC News + MiniLM-L6, batch 32) with a noise
 cell: the model is fine-tuned with plain cross-entropy on the noisy labels, and at a few optimiser steps the head-
-scope look-ahead of CLID-MU (`METHODS.md` §6) is taken with unit per-sample weights `w`: `θ' = θ - α ∂(Σ w̃ ℓ)/∂θ`,
+scope look-ahead of CLID-MU is taken with unit per-sample weights `w`: `θ' = θ - α ∂(Σ w̃ ℓ)/∂θ`,
 `w̃ = w / Σ w`, then `CLID(h_meta, f_θ'(h_meta))` on a fixed 100-sample meta batch. Its derivative `∂CLID/∂w_i` is
 the signal the meta network learns from: positive = giving sample i more weight raises CLID (the meta network
 should down-weight it). Reported per step and α: the mean derivative on clean and on flipped samples of 8 training

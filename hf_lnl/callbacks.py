@@ -12,9 +12,9 @@ from torch import nn
 from transformers import TrainerCallback
 
 from .metrics import estimated_noise_rate, noise_detection_metrics
-from .report import build_noise_report, wrong_event_scores
+from .report import build_noise_report
 from .state import TrainingState, load_training_state, save_training_state
-from .tracking import WrongEventTracker
+from .tracking import WrongEventTracker, wrong_event_scores
 
 CALLBACK_STATE = "callback"  # the state file's `kind` and `lnl_method` for this callback
 

@@ -1,4 +1,4 @@
-"""Cross-layer information divergence (CLID; Hu et al., "CLID-MU", KDD 2025, arXiv 2507.11807; METHODS.md §5).
+"""Cross-layer information divergence (CLID; Hu et al., "CLID-MU", KDD 2025, arXiv 2507.11807).
 
 CLID compares two similarity graphs over a batch: one from the features entering the classification head (fixed,
 no gradient) and one from the predicted class distributions (differentiable). Lower CLID means the two layers agree

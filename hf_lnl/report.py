@@ -83,16 +83,6 @@ def build_noise_report(
     return datasets.Dataset.from_dict(columns)
 
 
-def wrong_event_scores(counts: np.ndarray, max_wrong_events: int) -> np.ndarray:
-    """`noise_score` from counts alone: wrong events / the most possible, in [0, 1].
-
-    Example:
-        >>> wrong_event_scores(np.array([0, 1, 3]), 3)
-        array([0.        , 0.33333333, 1.        ])
-    """
-    return np.clip(np.asarray(counts) / max(max_wrong_events, 1), 0.0, 1.0)
-
-
 # ------------------------------------------------------------------------------------------------ plots
 def plot_wrong_event_histogram(report: datasets.Dataset, path: str, mixture: Any = None, max_count: int | None = None):
     """Histogram of wrong-event counts, with the fitted beta mixture's component densities when given.

@@ -201,3 +201,13 @@ def select_base_epoch(prediction_changes: list[int]) -> int:
         if prediction_changes[k] >= prediction_changes[k - 1]:
             return k + 1
     return len(prediction_changes) + 1
+
+
+def wrong_event_scores(counts: np.ndarray, max_wrong_events: int) -> np.ndarray:
+    """`noise_score` from counts alone: wrong events / the most possible, in [0, 1].
+
+    Example:
+        >>> wrong_event_scores(np.array([0, 1, 3]), 3)
+        array([0.        , 0.33333333, 1.        ])
+    """
+    return np.clip(np.asarray(counts) / max(max_wrong_events, 1), 0.0, 1.0)

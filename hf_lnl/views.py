@@ -1,4 +1,4 @@
-"""Weak and strong views of a batch for IDO's stage 2 (METHODS.md §4 "Views").
+"""Weak and strong views of a batch for IDO's stage 2.
 
 Images (IDO, Zhang et al., NeurIPS 2025, arXiv 2505.00812): weak = random crop with reflect padding of 1/8 of the
 side + horizontal flip; strong = weak + RandAugment (2 ops, magnitude 10) + cutout of 15% of the side. The
@@ -19,7 +19,7 @@ import kornia.augmentation as K
 import torch
 from kornia.augmentation.auto import RandAugment
 
-# IDO's image views (arXiv 2505.00812, METHODS.md §4).
+# IDO's image views (Zhang et al., NeurIPS 2025, arXiv 2505.00812).
 CROP_PADDING_FRACTION = 1 / 8
 RANDAUGMENT_N, RANDAUGMENT_M = 2, 10
 CUTOUT_FRACTION = 0.15

@@ -10,7 +10,7 @@ from hf_lnl.clid import clid, feature_graph
 
 
 def _clid_by_hand(h: np.ndarray, z: np.ndarray, tau: float) -> float:
-    """CLID with explicit loops, straight from the definition (METHODS.md §5)."""
+    """CLID with explicit loops, straight from the definition (Hu et al., KDD 2025)."""
     n = len(h)
     hh = [row / math.sqrt(sum(v * v for v in row)) for row in h]
     s = [[max(0.0, float(np.dot(hh[i], hh[j])) / tau) for j in range(n)] for i in range(n)]

@@ -17,9 +17,9 @@ from hf_lnl.mixture import (
     ClassConditionalBetaMixture,
 )
 
-# Stage-1 wrong-event histogram from METHODS.md §3 (ResNet-50, CIFAR-100, 40% instance noise, 5 epochs).
+# Stage-1 wrong-event histogram of the IDO authors' own artifact (ResNet-50, CIFAR-100, 40% instance noise, 5 epochs).
 REGRESSION_HISTOGRAM = {0: 9963, 1: 9469, 2: 6097, 3: 4579, 4: 5578, 5: 14314}
-# count -> p_clean, p_noisy, cdf0, cdf1 (METHODS.md §3, three decimals).
+# count -> p_clean, p_noisy, cdf0, cdf1 of the authors' mixture on that histogram (three decimals).
 REGRESSION_TABLE = np.array(
     [
         [1.000, 0.000, 0.001, 0.000],

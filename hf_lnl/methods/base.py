@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..data import LabelInfo
+from ..tracking import wrong_event_scores
 
 
 @dataclass(frozen=True)
@@ -326,7 +327,7 @@ class LNLMethod:
 
     def noise_scores(self) -> np.ndarray:
         """Per-sample score in [0, 1], higher = more likely mislabelled (default: wrong events / the most possible)."""
-        return np.clip(self.context.counts() / self.max_wrong_events(), 0.0, 1.0)
+        return wrong_event_scores(self.context.counts(), self.max_wrong_events())
 
     def report_values(self) -> dict[str, np.ndarray]:
         """The values of (some of) `report_columns`, in `sample_index` order."""
