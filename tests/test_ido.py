@@ -162,3 +162,23 @@ def test_warns_when_stage1_learnt_too_little_to_tell_noise(tmp_path, caplog):
     assert boundary["ido_estimated_noise_rate"] > 0.5
     warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
     assert any("marks" in message and "pretrained model" in message for message in warnings), warnings
+
+
+def test_stage1_noise_score_counts_one_view_per_epoch(tmp_path):
+    """Stage 1 trains one view: a sample wrong in every stage-1 epoch scores 1 (0.1 divided by two views: 0.5)."""
+    from transformers import TrainerCallback
+
+    seen = []
+
+    class AfterEpochOne(TrainerCallback):
+        def on_epoch_end(self, args, state, control, **kwargs):
+            if state.epoch == 1:
+                seen.append(trainer.method.noise_scores().max())
+
+    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, **COMMON)
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+    trainer.add_callback(AfterEpochOne())
+    trainer.train()
+    assert seen == [1.0]
+    first_epoch = next(e for e in trainer.state.log_history if "estimated_noise_rate" in e)
+    assert first_epoch["epoch"] == 1 and first_epoch["estimated_noise_rate"] > 0.0

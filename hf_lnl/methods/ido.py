@@ -148,10 +148,11 @@ class IDO(LNLMethod):
             self._load_stage1(self.args.ido_stage1_dir)
 
     def max_wrong_events(self) -> int:
-        """Largest wrong-event count possible: one per stage-1 epoch, two per stage-2 epoch."""
+        """Largest wrong-event count possible so far: stage 1 has one view, so one per epoch counted (stage 2: the
+        whole run's maximum, `max_count`)."""
         if self.stage == 1:
-            return super().max_wrong_events()
-        return self.stage1_epochs + self.stage2_epochs * self.num_views + self._stage1_epochs_from_disk
+            return max(self.context.epochs_counted, 1)
+        return self.max_count
 
     @property
     def max_count(self) -> int:
