@@ -291,6 +291,29 @@ def test_class_balanced_normalisation_keeps_each_class_share(tmp_path):
     assert gradient[0] > 0 and gradient[1] < 0 and gradient[2:].abs().sum() == 0
 
 
+def test_class_balanced_normalisation_still_learns_from_a_class_alone_in_the_batch(tmp_path):
+    """100 classes, batch 100: about a third of the samples are alone in their class in a batch."""
+    model, data = _family("bert", n=16)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path, clid_class_balanced=True), train_dataset=data)
+    trainer.method.setup()
+    trainer.method._num_classes = 100
+    labels = torch.from_numpy(np.random.default_rng(0).integers(0, 100, 100))
+    alone = (torch.bincount(labels, minlength=100) == 1)[labels]
+    assert 20 < int(alone.sum()) < 50
+    weights = torch.rand(100, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    normalised = trainer.method._normalise(weights, labels)
+    # a sample alone in its class is weighted like the paper's w / Σ w: it follows its own weight ...
+    torch.testing.assert_close(normalised[alone], (weights / weights.sum())[alone])
+    lonely = int(torch.nonzero(alone)[0])
+    (gradient,) = torch.autograd.grad(normalised[lonely], weights)
+    assert gradient[lonely] > 0  # ... so the meta network learns from it (its weight was frozen at 1/100)
+    shared = normalised[~alone].detach()
+    for c in labels[~alone].unique():  # classes with several samples keep their share of the batch
+        members = labels == c
+        assert normalised[members].sum().item() == pytest.approx(int(members.sum()) / 100, rel=1e-5)
+    assert shared.min() > 0
+
+
 def test_warmup_trains_exactly_like_cross_entropy_while_the_meta_network_learns(tmp_path):
     data = _with_noise(text_dataset(24), 3)
     trained = {}

@@ -1,8 +1,9 @@
 """Every built-in method reproduces its golden run: per-step losses, logs, final weights and noise report.
 
 The golden runs were recorded at the commit the method-contract redesign started from (hf_lnl 0.1.0, 3c3a0a9), so a
-refactoring that changes any number fails here. Re-recorded once since, for an intended change: IDO's stage-1
-`noise_score` no longer divides by two views (only the stage-1 `estimated_noise_rate` log entries changed).
+refactoring that changes any number fails here. Re-recorded since for intended changes only: IDO's stage-1
+`noise_score` no longer divides by two views (only the stage-1 `estimated_noise_rate` log entries changed); CLID-MU's
+class-balanced weights learn from a sample alone in its class (only the clid_mu runs changed).
 Bit-exactness holds for the torch build and CPU instruction set the runs were recorded with (`environment` in the
 JSON); elsewhere matrix kernels round differently, and the comparison falls back to a relative tolerance of 1e-5 (the
 counts, labels and predictions stay exact).

@@ -339,15 +339,25 @@ class CLIDMU(LNLMethod):
         return meta_loss.detach()
 
     def _normalise(self, weights: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """`w / Σ w` over the batch, or per labelled class with `clid_class_balanced` (each class keeps its share)."""
+        """`w / Σ w` over the batch, or per labelled class with `clid_class_balanced` (each class keeps its share).
+
+        Class-balanced: `w~_i = share_c * w_i / Σ_{j in c} w_j`, where `share_c` is the class's share of the batch. A
+        class with a single sample in the batch would always get its whole share whatever its weight (the meta network
+        could neither learn from it nor down-weight it), so such a sample is normalised by the batch's mean weight
+        instead: `w~_i = share_c * w_i / mean(w) = w_i / Σ w`, the paper's normalisation (with one sample per class,
+        the two coincide).
+        """
         if not self.args.clid_class_balanced:
             return weights / (weights.sum() + WEIGHT_NORM_EPS)
         kept = (labels != IGNORE_INDEX).to(weights.dtype)
         weights, classes = weights * kept, labels.clamp_min(0)
         zeros = weights.new_zeros(self._num_classes)
         class_total = zeros.index_add(0, classes, weights)
-        class_share = zeros.index_add(0, classes, kept) / kept.sum().clamp_min(1)
-        return weights / (class_total[classes] + WEIGHT_NORM_EPS) * class_share[classes]
+        class_count = zeros.index_add(0, classes, kept)
+        class_share = class_count / kept.sum().clamp_min(1)
+        batch_mean = weights.sum() / kept.sum().clamp_min(1)
+        denominator = torch.where(class_count[classes] > 1, class_total[classes], batch_mean)
+        return weights / (denominator + WEIGHT_NORM_EPS) * class_share[classes]
 
     def _meta_weights(self, losses: torch.Tensor) -> torch.Tensor:
         """The meta network's raw weights for per-sample losses (outside autocast, in its own dtype)."""
