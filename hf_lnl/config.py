@@ -35,6 +35,11 @@ class NoisyLabelConfig(TrainingArguments):
             (`num_train_epochs` is stage 2's length).
         ido_mask_rate / ido_mask_token_id: Text strong view: share of tokens replaced by the mask token, and an
             override for the tokenizer's mask id.
+        ido_randaugment_magnitude: Image strong view: the magnitude of its two RandAugment operations on kornia's
+            0-30 scale (10 by default; the authors draw each operation with probability 0.5 at a random magnitude
+            below 5 of 10, a weaker view).
+        ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
+            batch's wrong events, as the authors' code does (default False: before, one visit of lag).
 
     Parameters of CLID-MU (Hu et al., KDD 2025):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
@@ -94,6 +99,12 @@ class NoisyLabelConfig(TrainingArguments):
     ido_stage1_dir: str | None = field(default=None, metadata={"help": "Reuse a finished stage 1 from here."})
     ido_mask_rate: float = field(default=0.15, metadata={"help": "Text strong view: share of masked tokens."})
     ido_mask_token_id: int | None = field(default=None, metadata={"help": "Override the tokenizer's mask id."})
+    ido_randaugment_magnitude: float = field(
+        default=10.0, metadata={"help": "Image strong view: RandAugment magnitude on kornia's 0-30 scale."}
+    )
+    ido_lookup_after_counting: bool = field(
+        default=False, metadata={"help": "Stage 2: look the mixture up after counting the batch's wrong events."}
+    )
 
     clid_scope: str = field(default="head", metadata={"help": "Look-ahead scope: 'head', 'last_k' or 'all'."})
     clid_last_k: int = field(default=1, metadata={"help": "Blocks in the look-ahead for scope 'last_k'."})

@@ -76,6 +76,10 @@ class TrainerContext(MethodContext):
     def counts(self) -> np.ndarray:
         return self._tracker().counts()
 
+    def first_visit(self, sample_index: torch.Tensor, view: int = 0) -> torch.Tensor:
+        seen = self._tracker().seen
+        return (seen[sample_index.to(seen.device)] & (1 << view)) == 0
+
     # ---------------------------------------------------------------------------------------------- hooks
     def model_loss(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> tuple[Any, Any]:
         return self._trainer.model_loss(model, inputs, num_items_in_batch)

@@ -22,6 +22,7 @@ from kornia.augmentation.auto import RandAugment
 # IDO's image views (Zhang et al., NeurIPS 2025, arXiv 2505.00812).
 CROP_PADDING_FRACTION = 1 / 8
 RANDAUGMENT_N, RANDAUGMENT_M = 2, 10
+RANDAUGMENT_MAX_MAGNITUDE = 30  # kornia's RandAugment magnitude scale
 CUTOUT_FRACTION = 0.15
 # kornia 0.9's RandAugment draws its n operations once per call for the whole batch; splitting the batch into
 # groups gives each group its own draw (closer to the per-image draw of the paper's torchvision RandAugment).
@@ -95,7 +96,7 @@ class ImageViews:
         *,
         crop_padding_fraction: float = CROP_PADDING_FRACTION,
         randaugment_n: int = RANDAUGMENT_N,
-        randaugment_m: int = RANDAUGMENT_M,
+        randaugment_m: float = RANDAUGMENT_M,
         cutout_fraction: float = CUTOUT_FRACTION,
         randaugment_groups: int = RANDAUGMENT_GROUPS,
     ) -> None:

@@ -182,3 +182,46 @@ def test_stage1_noise_score_counts_one_view_per_epoch(tmp_path):
     assert seen == [1.0]
     first_epoch = next(e for e in trainer.state.log_history if "estimated_noise_rate" in e)
     assert first_epoch["epoch"] == 1 and first_epoch["estimated_noise_rate"] > 0.0
+
+
+def test_lookup_after_counting_sees_the_wrong_events_the_trainer_then_counts(tmp_path):
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, ido_lookup_after_counting=True,
+        **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+    looked_up = []
+    mixture_stats = None
+
+    def recording(sample_index, labels, batch_events=None):
+        before = trainer.method.context.wrong_events[sample_index].clone()
+        looked_up.append((sample_index.clone(), before, batch_events.clone()))
+        return mixture_stats(sample_index, labels, batch_events)
+
+    original_setup = trainer.method.setup
+
+    def setup():  # the method is set up inside train(): wrap its lookup once it exists
+        nonlocal mixture_stats
+        original_setup()
+        mixture_stats = trainer.method._mixture_stats
+        trainer.method._mixture_stats = recording
+
+    trainer.method.setup = setup
+    trainer.train()
+    assert looked_up  # stage 2 ran
+    final = trainer.tracker.wrong_events[:-1]
+    index, before, events = looked_up[-1]  # the last step: nothing counted after it
+    torch.testing.assert_close(before + events.to(before.dtype), final[index])
+    assert int(events.max()) <= 2 and int(events.sum()) > 0
+
+
+def test_strong_view_magnitude_is_validated_and_reaches_randaugment(tmp_path):
+    with pytest.raises(ValueError, match="ido_randaugment_magnitude must lie in \\[0, 30\\]"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_randaugment_magnitude=40)
+    processor, model, data = _image_setup()
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_randaugment_magnitude=5.0, **COMMON
+    )
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    trainer.train()
+    assert trainer.method._views._randaugment.m == 5.0

@@ -168,6 +168,10 @@ class MethodContext:
         """Per-sample wrong-event counts as an int64 numpy array of length N (a copy)."""
         return self.wrong_events.cpu().numpy().astype(np.int64)
 
+    def first_visit(self, sample_index: torch.Tensor, view: int = 0) -> torch.Tensor:
+        """Per sample of a batch: True if the open epoch has not counted it in `view` yet (so this visit will)."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------------------------------------- hooks
     def model_loss(self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any) -> tuple[Any, Any]:
         """The Trainer's own loss (the model's, scaled by the Trainer for gradient accumulation): `(loss, outputs)`."""

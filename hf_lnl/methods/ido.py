@@ -28,7 +28,7 @@ from ..metrics import estimated_noise_rate
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
 from ..state import CheckpointStateError
 from ..tracking import select_base_epoch
-from ..views import ImageViews, TextMasker
+from ..views import RANDAUGMENT_MAX_MAGNITUDE, ImageViews, TextMasker
 from .base import Citation, LNLMethod, MethodOutput
 from .registry import register_method
 
@@ -110,7 +110,8 @@ class IDO(LNLMethod):
     state_tensors = ("stage1_counts",)
     config_fields = (
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
-        "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id",
+        "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
+        "ido_lookup_after_counting",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -121,6 +122,11 @@ class IDO(LNLMethod):
         _check_choice("ido_entropy", args.ido_entropy, ("confidence", "plain"))
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
+        if not 0.0 <= args.ido_randaugment_magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
+            raise ValueError(
+                f"ido_randaugment_magnitude must lie in [0, {RANDAUGMENT_MAX_MAGNITUDE}] (kornia's scale), got "
+                f"{args.ido_randaugment_magnitude}."
+            )
         stage_epochs(args)  # validates the stage split now, not at the stage boundary
 
     # ------------------------------------------------------------------------------------------ setup
@@ -183,7 +189,13 @@ class IDO(LNLMethod):
         batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
         outputs = model(**batch)
         logits_weak, logits_strong = outputs["logits"].float().chunk(2)
-        stats = self._mixture_stats(sample_index, labels)
+        batch_events = None
+        if self.args.ido_lookup_after_counting:  # the wrong events the trainer is about to count for this batch
+            batch_events = sum(
+                ((logits.argmax(-1) != labels) & (labels != IGNORE_INDEX) & self.context.first_visit(sample_index, v))
+                for v, logits in enumerate((logits_weak, logits_strong))
+            )
+        stats = self._mixture_stats(sample_index, labels, batch_events)
         losses, parts = ido_loss(logits_weak, logits_strong, labels, stats, self.args.ido_entropy == "confidence")
         metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": parts[k] for k in ("ce", "consistency", "entropy")}
         metrics["ido_stage"] = 2.0
@@ -200,7 +212,9 @@ class IDO(LNLMethod):
                         "lnl_method='ido' augments images with the processor's normalisation: pass the image "
                         "processor as `processing_class=`, or supply `pixel_values_strong` from your collator."
                     )
-                self._views = ImageViews.from_processor(image_processor)
+                self._views = ImageViews.from_processor(
+                    image_processor, randaugment_m=self.args.ido_randaugment_magnitude
+                )
             elif "input_ids" in inputs:
                 tokenizer = getattr(processor, "tokenizer", processor)
                 self._views = _text_masker(tokenizer, self.args, unwrap_model(self.context.model).config)
@@ -221,8 +235,12 @@ class IDO(LNLMethod):
             "`<input>_strong` tensors from your collator."
         )
 
-    def _mixture_stats(self, sample_index: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def _mixture_stats(
+        self, sample_index: torch.Tensor, labels: torch.Tensor, batch_events: torch.Tensor | None = None
+    ) -> torch.Tensor:
         counts = self.context.wrong_events[sample_index.to(self.lookup.device)].long()
+        if batch_events is not None:
+            counts = counts + batch_events.to(counts.device).long()
         counts = counts.clamp_max(self.lookup.shape[-2] - 1)
         if self.lookup.dim() == 3:
             rows = self._labels[sample_index.to(self._labels.device)].clamp_min(0)
