@@ -38,6 +38,8 @@ class NoisyLabelConfig(TrainingArguments):
         ido_randaugment_magnitude: Image strong view: the magnitude of its two RandAugment operations on kornia's
             0-30 scale (10 by default; the authors draw each operation with probability 0.5 at a random magnitude
             below 5 of 10, a weaker view).
+        ido_stage1_constant_lr: Train stage 1 at a constant learning rate, as the authors do for pretrained backbones
+            (default False: each stage has the config's schedule, e.g. warm-up and linear decay).
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
 
@@ -101,6 +103,9 @@ class NoisyLabelConfig(TrainingArguments):
     ido_mask_token_id: int | None = field(default=None, metadata={"help": "Override the tokenizer's mask id."})
     ido_randaugment_magnitude: float = field(
         default=10.0, metadata={"help": "Image strong view: RandAugment magnitude on kornia's 0-30 scale."}
+    )
+    ido_stage1_constant_lr: bool = field(
+        default=False, metadata={"help": "Train IDO's stage 1 at a constant learning rate (the authors' choice)."}
     )
     ido_lookup_after_counting: bool = field(
         default=False, metadata={"help": "Stage 2: look the mixture up after counting the batch's wrong events."}

@@ -13,7 +13,8 @@ import importlib.resources
 import logging
 import os
 import platform
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -258,6 +259,27 @@ def build_model_card(
             versions=[(framework, _version(framework)) for framework in FRAMEWORKS]
             + [("python", platform.python_version())],
         )
+
+
+def push_noise_report(
+    save_report: Callable[[str], Any], method_name: str, repo_id: str, private: bool | None = None,
+    token: str | None = None,
+) -> Any:
+    """Push a noise report to the Hub as a dataset repository: `save_report(folder)` writes the Parquet file and the
+    plots into a temporary folder, which gets a short card (`report_dataset_card`) and is uploaded.
+
+    Example:
+        >>> push_noise_report(trainer.save_noise_report, "ido", "me/my-run-noise-report")
+    """
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    with tempfile.TemporaryDirectory() as folder:
+        save_report(folder)
+        with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write(report_dataset_card(method_name))
+        return api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset")
 
 
 def report_dataset_card(method_name: str) -> str:

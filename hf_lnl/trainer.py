@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections import defaultdict
 from typing import Any
 
 import datasets
 import torch
 import torch.nn.functional as F
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer, TrainerCallback, get_scheduler
 from transformers.trainer_utils import get_last_checkpoint
 
 from .callbacks import EpochEventsCallback
@@ -28,7 +27,7 @@ from .distributed import gather_rows
 from .methods import MethodOutput, get_method
 from .methods.base import undeclared_names
 from .model_selection import evaluate_clid
-from .report import build_model_card, build_noise_report, report_dataset_card, save_report_artifacts
+from .report import build_model_card, build_noise_report, push_noise_report, save_report_artifacts
 from .state import TrainingState, labels_checksum, load_training_state, save_training_state
 from .tracking import WrongEventTracker
 
@@ -194,7 +193,12 @@ class NoisyLabelTrainer(Trainer):
         return super().prediction_step(model, inputs, *args, **kwargs)
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
-        return super().create_scheduler(self.method.training_steps(num_training_steps), optimizer)
+        steps, scheduler_type = self.method.training_steps(num_training_steps), self.method.lr_scheduler_type()
+        if scheduler_type is None or self.lr_scheduler is not None:
+            return super().create_scheduler(steps, optimizer)
+        warmup = self.args.get_warmup_steps(steps)
+        self.lr_scheduler = get_scheduler(scheduler_type, optimizer or self.optimizer, warmup, steps)
+        return self.lr_scheduler
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # Written before the Trainer's own files, so a checkpoint pushed to the Hub already holds it.
@@ -299,17 +303,9 @@ class NoisyLabelTrainer(Trainer):
         Example:
             >>> trainer.push_noise_report_to_hub("me/my-run-noise-report")
         """
-        from huggingface_hub import HfApi
-
         if not self.is_world_process_zero():
             return None
-        api = HfApi(token=token)
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        with tempfile.TemporaryDirectory() as folder:
-            self.save_noise_report(folder)
-            with open(os.path.join(folder, "README.md"), "w", encoding="utf-8") as handle:
-                handle.write(report_dataset_card(self.method.name))
-            return api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset")
+        return push_noise_report(self.save_noise_report, self.method.name, repo_id, private=private, token=token)
 
     # ------------------------------------------------------------------------------------------ state I/O
     def save_lnl_state(self, folder: str) -> str:

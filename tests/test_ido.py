@@ -225,3 +225,17 @@ def test_strong_view_magnitude_is_validated_and_reaches_randaugment(tmp_path):
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
     trainer.train()
     assert trainer.method._views._randaugment.m == 5.0
+
+
+def test_stage1_constant_learning_rate_then_a_fresh_stage2_schedule(tmp_path):
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, ido_stage1_constant_lr=True,
+        learning_rate=1e-3, **{**COMMON, "logging_steps": 1},
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+    trainer.train()
+    rates = [(e["epoch"], e["learning_rate"]) for e in trainer.state.log_history if "learning_rate" in e]
+    stage1 = [rate for epoch, rate in rates if epoch <= 2]
+    stage2 = [rate for epoch, rate in rates if epoch > 2]
+    assert stage1 == [1e-3] * len(stage1) and len(stage1) == 12
+    assert stage2[0] == pytest.approx(1e-3) and stage2 == sorted(stage2, reverse=True) and stage2[-1] < 1e-3 / 2

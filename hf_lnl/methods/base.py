@@ -306,6 +306,10 @@ class LNLMethod:
         """Steps the learning-rate schedule spans (IDO's stage 2 has its own schedule)."""
         return num_training_steps
 
+    def lr_scheduler_type(self) -> str | None:
+        """The learning-rate schedule to build now (a `transformers.get_scheduler` name); None: the config's."""
+        return None
+
     # ---------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors to save in every checkpoint (their names match `state_tensors`)."""

@@ -111,7 +111,7 @@ class IDO(LNLMethod):
     config_fields = (
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
-        "ido_lookup_after_counting",
+        "ido_lookup_after_counting", "ido_stage1_constant_lr",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -164,6 +164,11 @@ class IDO(LNLMethod):
     def max_count(self) -> int:
         """Largest wrong-event count of the whole run: one per stage-1 epoch, two per stage-2 epoch."""
         return self.stage1_epochs + self.stage2_epochs * self.num_views + self._stage1_epochs_from_disk
+
+    def lr_scheduler_type(self) -> str | None:
+        """Stage 1 at a constant learning rate with `ido_stage1_constant_lr` (the authors' choice for pretrained
+        backbones); otherwise each stage has the config's schedule."""
+        return "constant" if self.stage == 1 and self.args.ido_stage1_constant_lr else None
 
     def training_steps(self, num_training_steps: int) -> int:
         total_epochs = self.stage1_epochs + self.stage2_epochs
