@@ -40,6 +40,10 @@ class NoisyLabelConfig(TrainingArguments):
             below 5 of 10, a weaker view).
         ido_stage1_constant_lr: Train stage 1 at a constant learning rate, as the authors do for pretrained backbones
             (default False: each stage has the config's schedule, e.g. warm-up and linear decay).
+        ido_extend_stage1: Safeguard for a base model still learning at the planned end of stage 1 (e.g. a network
+            trained from scratch): while the last epoch changed fewer predictions than the one before, stage 1 goes on
+            for one more epoch (taken from stage 2, which keeps at least one). Logged and named in the model card when
+            it fires. Needs `ido_stage1_constant_lr`.
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
 
@@ -106,6 +110,9 @@ class NoisyLabelConfig(TrainingArguments):
     )
     ido_stage1_constant_lr: bool = field(
         default=False, metadata={"help": "Train IDO's stage 1 at a constant learning rate (the authors' choice)."}
+    )
+    ido_extend_stage1: bool = field(
+        default=False, metadata={"help": "Safeguard: extend stage 1 while the prediction change is still falling."}
     )
     ido_lookup_after_counting: bool = field(
         default=False, metadata={"help": "Stage 2: look the mixture up after counting the batch's wrong events."}

@@ -245,6 +245,7 @@ def build_model_card(
             dataset_name=dataset_name,
             method_title=method.title,
             method_description=method.description,
+            method_notes=method.card_notes(),
             method_settings=yaml.safe_dump(settings, sort_keys=True).strip(),
             results=[(label, f"{value:.4f}") for _, label, value in results],
             noise_setting=noise_setting or _noise_setting(report),

@@ -239,3 +239,46 @@ def test_stage1_constant_learning_rate_then_a_fresh_stage2_schedule(tmp_path):
     stage2 = [rate for epoch, rate in rates if epoch > 2]
     assert stage1 == [1e-3] * len(stage1) and len(stage1) == 12
     assert stage2[0] == pytest.approx(1e-3) and stage2 == sorted(stage2, reverse=True) and stage2[-1] < 1e-3 / 2
+
+
+def test_stage1_extension_safeguard_fires_on_a_falling_prediction_change_and_is_reported(tmp_path):
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_stage1_epochs=3, ido_mask_token_id=3,
+        ido_stage1_constant_lr=True, ido_extend_stage1=True, **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+    falling = iter([30, 20, 10, 50, 40])  # prediction changes of epochs 2..6: still falling up to epoch 4
+
+    def setup_with_scripted_changes():
+        setup()
+        end_epoch = trainer.tracker.end_epoch
+
+        def scripted_end_epoch():
+            change = end_epoch()
+            if change is not None:
+                trainer.tracker.prediction_changes[-1] = next(falling)
+            return trainer.tracker.prediction_changes[-1] if change is not None else None
+
+        trainer.tracker.end_epoch = scripted_end_epoch
+
+    setup, trainer.method.setup = trainer.method.setup, setup_with_scripted_changes
+    trainer.train()
+    extended = [e["ido_stage1_extended"] for e in trainer.state.log_history if "ido_stage1_extended" in e]
+    assert extended == [4.0, 5.0]  # stage 2 keeps its last epoch
+    assert (trainer.method.stage1_epochs, trainer.method.stage2_epochs) == (5, 1)
+    assert int(max(trainer.noise_report()["stage1_wrong_events"])) <= 5
+    trainer.create_model_card()
+    card = (tmp_path / "README.md").read_text()
+    assert card.count("IDO safeguard fired: stage 1 extended") == 2 and "(20 -> 10 samples)" in card
+    with pytest.raises(ValueError, match="ido_extend_stage1 needs ido_stage1_constant_lr"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_extend_stage1=True)
+
+
+def test_stage1_extension_never_fires_with_a_two_epoch_stage1(tmp_path):
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, ido_stage1_constant_lr=True,
+        ido_extend_stage1=True, **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+    trainer.train()
+    assert trainer.method.safeguards == [] and (trainer.method.stage1_epochs, trainer.method.stage2_epochs) == (2, 1)

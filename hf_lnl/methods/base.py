@@ -345,6 +345,10 @@ class LNLMethod:
         """A fitted mixture over the wrong events to draw on the report's histogram, or None."""
         return None
 
+    def card_notes(self) -> list[str]:
+        """Sentences for the model card about this run (e.g. a safeguard that fired)."""
+        return []
+
 
 def undeclared_names(names: Iterable[str], patterns: tuple[str, ...]) -> list[str]:
     """The names that match none of the fnmatch `patterns` (a state tensor or report column a method did not declare).

@@ -111,7 +111,7 @@ class IDO(LNLMethod):
     config_fields = (
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
-        "ido_lookup_after_counting", "ido_stage1_constant_lr",
+        "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -128,6 +128,11 @@ class IDO(LNLMethod):
                 f"{args.ido_randaugment_magnitude}."
             )
         stage_epochs(args)  # validates the stage split now, not at the stage boundary
+        if args.ido_extend_stage1 and not args.ido_stage1_constant_lr:
+            raise ValueError(
+                "ido_extend_stage1 needs ido_stage1_constant_lr=True: a stage-1 schedule that decays over the planned "
+                "stage 1 has reached 0 when the extension starts."
+            )
 
     # ------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -139,6 +144,7 @@ class IDO(LNLMethod):
         self.base_state: dict[str, torch.Tensor] | None = None
         self.stage1_counts: torch.Tensor | None = None
         self._stage1_epochs_from_disk = 0
+        self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
         if self.args.ido_mixture == "per_class":
             self.mixture = ClassConditionalBetaMixture(
@@ -262,10 +268,34 @@ class IDO(LNLMethod):
                 else:
                     self.search_done = True
             if context.epochs_completed >= self.stage1_epochs:
+                if self._prediction_change_still_falling():
+                    return self._extend_stage1()
                 return self._start_stage2()
             return {"ido_stage": 1.0}
         self._refit(STAGE2_REFIT_ITERATIONS[self.args.ido_mixture])
         return {"ido_stage": 2.0, **self._mixture_logs()}
+
+    def _prediction_change_still_falling(self) -> bool:
+        """The stage-1 extension safeguard's trigger: the last epoch changed fewer predictions than the one before
+        (the model is still learning what the labels share), and stage 2 would keep an epoch after one more."""
+        changes = self.context.prediction_changes
+        return (
+            self.args.ido_extend_stage1 and self.stage2_epochs > 1 and len(changes) >= 2 and changes[-1] < changes[-2]
+        )
+
+    def _extend_stage1(self) -> dict[str, float]:
+        self.stage1_epochs, self.stage2_epochs = self.stage1_epochs + 1, self.stage2_epochs - 1
+        changes = self.context.prediction_changes
+        note = (
+            f"stage 1 extended to {self.stage1_epochs} epochs: the prediction change was still falling "
+            f"({changes[-2]} -> {changes[-1]} samples)"
+        )
+        self.safeguards.append(note)
+        logger.warning(f"IDO safeguard: {note}.")
+        return {"ido_stage": 1.0, "ido_stage1_extended": float(self.stage1_epochs)}
+
+    def card_notes(self) -> list[str]:
+        return [f"IDO safeguard fired: {note}." for note in self.safeguards]
 
     def _snapshot_base(self, epoch: int) -> None:
         model = unwrap_model(self.context.model)
@@ -349,6 +379,8 @@ class IDO(LNLMethod):
             "search_done": self.search_done,
             "mixture": self.mixture.get_params() if self.stage == 2 else None,
             "stage1_epochs_from_disk": self._stage1_epochs_from_disk,
+            "stage_epochs": [self.stage1_epochs, self.stage2_epochs],
+            "safeguards": list(self.safeguards),
         }
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -356,6 +388,9 @@ class IDO(LNLMethod):
         self.base_epoch = metadata["base_epoch"]
         self.search_done = bool(metadata["search_done"])
         self._stage1_epochs_from_disk = int(metadata["stage1_epochs_from_disk"])
+        if "stage_epochs" in metadata:  # written since the stage-1 extension safeguard (hf_lnl 0.2)
+            self.stage1_epochs, self.stage2_epochs = (int(e) for e in metadata["stage_epochs"])
+        self.safeguards = list(metadata.get("safeguards", []))
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
         if metadata["mixture"] is not None:
