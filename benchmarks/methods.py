@@ -5,6 +5,8 @@ the trainer and its loss:
 
 - `oracle`: plain `transformers.Trainer` on the clean labels (the ceiling).
 - `trainer`: plain `transformers.Trainer` on the noisy labels (the baseline every ratio refers to).
+- `clean_subset`: plain `transformers.Trainer` on only the samples whose noisy label is right (it reads
+  `clean_label`, like the oracle): what perfect detection followed by discarding the flagged samples can reach.
 - `none`, `ido`, `clid_mu_head`, `clid_mu_all`, `gce`, `sce`: `hf_lnl.NoisyLabelTrainer` with that `lnl_method`
   (and `clid_scope`); the detection score is the noise report's `noise_score`.
 - `cleanlab_k3`, `cleanlab_k5`: K plain trainings, each on K-1 folds, give out-of-sample predicted probabilities;
@@ -49,6 +51,7 @@ class MethodSpec:
         lnl_method / clid_scope: NoisyLabelConfig settings (hf_lnl family).
         folds: K of cleanlab's cross-validation.
         clean_labels: train on the clean labels (the oracle).
+        clean_subset: train on only the samples whose label is not flipped (the ceiling of detect-and-discard).
         cost: rough time relative to one plain training, used to order runs cheap-first.
     """
 
@@ -59,6 +62,7 @@ class MethodSpec:
     clid_scope: str = "head"
     folds: int = 0
     clean_labels: bool = False
+    clean_subset: bool = False
     cost: float = 1.0
 
 
@@ -68,6 +72,8 @@ METHODS: dict[str, MethodSpec] = {
     for spec in (
         MethodSpec("oracle", "plain", "plain transformers.Trainer on the clean labels", clean_labels=True),
         MethodSpec("trainer", "plain", "plain transformers.Trainer on the noisy labels"),
+        MethodSpec("clean_subset", "plain", "plain transformers.Trainer on only the samples whose label is right",
+                   clean_subset=True, cost=0.7),
         MethodSpec("none", "hf_lnl", f"{_HF}, cross-entropy + wrong-event tracking", lnl_method="none"),
         MethodSpec("gce", "hf_lnl", f"{_HF}, generalized cross-entropy (q 0.7)", lnl_method="gce", cost=1.02),
         MethodSpec("sce", "hf_lnl", f"{_HF}, symmetric cross-entropy (alpha 0.1, beta 1)", lnl_method="sce",
@@ -186,7 +192,10 @@ def run_method(
 
 # ------------------------------------------------------------------------------------------------ runners
 def _run_plain(ctx: RunContext) -> dict[str, Any]:
-    trainer = _plain_trainer(ctx, ctx.train, evaluate=True, label=ctx.spec.name)
+    train = ctx.train
+    if ctx.spec.clean_subset:
+        train = train.select(np.flatnonzero(_column(train, "label") == _column(train, "clean_label")))
+    trainer = _plain_trainer(ctx, train, evaluate=True, label=ctx.spec.name)
     output = trainer.train()
     return {"accuracy_per_epoch": _epoch_accuracies(trainer), "trainings": [_training_cost(trainer, output)]}
 

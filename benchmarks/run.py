@@ -15,9 +15,9 @@ run's full log goes to `<output>/logs/<suite>/`.
 
 Suites:
     quick     Task C (digits + tiny ViT, sym 40), 8 methods, seed 0. The CI smoke test; a few minutes on 2 cores.
-    headline  Task A sym40 and asym40, Task B sym40; seeds 0-2 for oracle, trainer, ido, clid_mu_head,
-              cleanlab_k3, seed 0 for none, gce, sce, clid_mu_all, cleanlab_k5. Hours on 2 CPU cores.
-    full      Every cell of Tasks A and B, every method, seed 0.
+    headline  Task A sym40 and asym40, Task B sym40, Task B2 sym40 and asym40; seeds 0-2 for oracle, trainer, ido,
+              clid_mu_head, cleanlab_k3, seed 0 for none, gce, sce, clid_mu_all, cleanlab_k5. Hours on 2 CPU cores.
+    full      Every cell of Tasks A, B and B2, every method, seed 0.
 
 Usage:
     python benchmarks/run.py --suite quick
@@ -85,12 +85,12 @@ SUITES: dict[str, Suite] = {
     "quick": Suite("quick", (("C", "sym40"),), {m: (0,) for m in QUICK_METHODS}),
     "headline": Suite(
         "headline",
-        (("A", "sym40"), ("A", "asym40"), ("B", "sym40")),
+        (("A", "sym40"), ("A", "asym40"), ("B", "sym40"), ("B2", "sym40"), ("B2", "asym40")),
         {m: (0, 1, 2) if m in HEADLINE_SEEDED else (0,) for m in METHODS},
     ),
     "full": Suite(
         "full",
-        tuple((task, cell.name) for task in ("A", "B") for cell in TASKS[task].cells),
+        tuple((task, cell.name) for task in ("A", "B", "B2") for cell in TASKS[task].cells),
         {m: (0,) for m in METHODS},
     ),
 }

@@ -36,7 +36,10 @@ def _row(method: str, seed: int, best: float, wall: float, **extra) -> dict:
 
 def test_plan_runs_seed_zero_of_everything_first_then_cheap_before_expensive():
     plan = run.plan_runs(run.SUITES["headline"])
-    assert len(plan) == 3 * (5 * 3 + 5 * 1)  # 3 cells; 5 methods x 3 seeds, 5 methods x 1 seed
+    assert len(plan) == 5 * (5 * 3 + 6 * 1)  # 5 cells; 5 methods x 3 seeds, 6 methods x 1 seed
+    assert {(r.task, r.cell) for r in plan} >= {("B2", "sym40"), ("B2", "asym40")}
+    full = {(r.task, r.cell) for r in run.plan_runs(run.SUITES["full"])}
+    assert {("B2", "sym40"), ("B2", "asym40"), ("B2", "inst40")} <= full
     seeds = [r.seed for r in plan]
     assert seeds == sorted(seeds)
     seed_zero = [r for r in plan if r.seed == 0]
@@ -47,6 +50,38 @@ def test_plan_runs_seed_zero_of_everything_first_then_cheap_before_expensive():
     assert costs == sorted(costs)
     quick = run.plan_runs(run.SUITES["quick"])
     assert [r.method for r in quick][:2] == ["oracle", "trainer"] and len(quick) == 8
+
+
+@pytest.mark.skipif(not image_data.fashion_mnist_available(), reason="needs apt-get install dataset-fashion-mnist")
+def test_task_b2_fine_tunes_a_backbone_pretrained_on_the_other_images(tmp_path, monkeypatch):
+    import pretrain_vit
+
+    monkeypatch.setenv(pretrain_vit.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(pretrain_vit, "DEFAULT_CONFIG", pretrain_vit.TINY_CONFIG)  # seconds, not half an hour
+    data = tasks.load_task("B2", tmp_path)
+    assert len(data.train) == 10_000 and len(data.test) == 10_000 and data.num_labels == 10
+    model = data.make_model(0)
+    backbone = pretrain_vit.pretrained_vit_path(pretrain_vit.TINY_CONFIG, progress=False)
+    assert str(backbone).startswith(str(tmp_path))
+    assert model.config.num_labels == 10 and model.config.id2label[9] == "Ankle boot"
+    from transformers import ViTForImageClassification
+
+    pretrained = ViTForImageClassification.from_pretrained(backbone)
+    weight = model.vit.embeddings.patch_embeddings.projection.weight
+    assert bool((weight == pretrained.vit.embeddings.patch_embeddings.projection.weight).all())
+    assert data.instance_features().shape == (10_000, 32 * 32)
+
+
+def test_clean_subset_trains_on_the_unflipped_samples_only(tmp_path):
+    import methods
+
+    task, data = tasks.TASKS["C"], tasks.load_task("C", tmp_path)
+    cell = task.cell("sym40")
+    kept = int(np.sum(np.asarray(cell.apply(data.train, 0)["label"]) == np.asarray(data.train["label"])))
+    assert 0 < kept < len(data.train)
+    result = methods.run_method("clean_subset", task, data, cell, seed=0, progress=lambda message: None)
+    assert result["global_steps"] == task.epochs * math.ceil(kept / task.batch_size)
+    assert len(result["accuracy_per_epoch"]) == task.epochs and "detection" not in result
 
 
 def test_plan_runs_filters_and_seed_override():
