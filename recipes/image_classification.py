@@ -49,6 +49,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # recipes/*.py, also under `accelerate launch`
 
@@ -161,7 +162,8 @@ def main(
     model = apply_peft(
         model, model_args, task_type=None, target_modules=["query", "value"], modules_to_save=["classifier"]
     )
-    transform = _transform(processor, num_channels=model.config.num_channels)
+    from_config = model_args.model_name_or_path is None  # the protocol's small ViT sees the protocol's 32×32 pixels
+    transform = _transform(processor, model.config.num_channels, protocol_pixels=from_config)
     transformed = {key: None if split is None else split.with_transform(transform) for key, split in splits.items()}
     trainer = NoisyLabelTrainer(
         model=model,
@@ -223,19 +225,21 @@ def _model_and_processor(model_args: ModelArguments, classes: list[str]) -> tupl
     return model, AutoImageProcessor.from_pretrained(model_args.model_name_or_path, **hub)
 
 
-def _transform(processor: Any, num_channels: int):
-    """Batch transform → `pixel_values` and `labels`: uint8 arrays (the offline sets) are padded or upsampled to
-    32×32 in [-1, 1]; PIL images (folders, Hub datasets) go through the processor, as grey or RGB images to match
-    the model's channels."""
+def _transform(processor: Any, num_channels: int, protocol_pixels: bool):
+    """Batch transform → `pixel_values` and `labels`. With `protocol_pixels`, the offline sets' uint8 arrays are
+    padded or upsampled to 32×32 in [-1, 1] as in the benchmark protocol; every other image (PIL images from folders
+    and Hub datasets, or arrays for a pretrained model) goes through the processor, as grey or RGB to match the
+    model's channels."""
     mode = "L" if num_channels == 1 else "RGB"
 
     def transform(batch: dict[str, list]) -> dict[str, Any]:
-        if hasattr(batch["image"][0], "convert"):
-            images = [image.convert(mode) for image in batch["image"]]
-            pixels = processor(images=images, return_tensors="pt")["pixel_values"]
-        else:
-            pixels = torch.from_numpy(to_pixel_values(np.stack([np.asarray(i) for i in batch["image"]])))
+        images = batch["image"]
+        if protocol_pixels and not hasattr(images[0], "convert"):
+            pixels = torch.from_numpy(to_pixel_values(np.stack([np.asarray(image) for image in images])))
             pixels = pixels.repeat(1, num_channels, 1, 1)
+        else:
+            images = [image if hasattr(image, "convert") else Image.fromarray(np.asarray(image)) for image in images]
+            pixels = processor(images=[image.convert(mode) for image in images], return_tensors="pt")["pixel_values"]
         return {"pixel_values": pixels, "labels": torch.as_tensor(batch["label"])}
 
     return transform

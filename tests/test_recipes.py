@@ -348,3 +348,17 @@ def test_image_recipe_runs_offline(tmp_path):
     assert re.search(r"clean test accuracy: \d+\.\d%", done.stdout)
     for name in (REPORT_FILE, "model.safetensors", "preprocessor_config.json", "README.md", "all_results.json"):
         assert (tmp_path / "out" / name).is_file(), name
+
+
+def test_image_transform_feeds_arrays_to_a_pretrained_models_processor():
+    """Arrays of the offline sets reach a pretrained model through its processor (size, channels, normalisation);
+    the protocol's small ViT gets them padded to 32×32 as in the benchmark."""
+    from transformers import ViTImageProcessor
+
+    batch = {"image": [np.full((28, 28), 255, dtype=np.uint8), np.zeros((28, 28), dtype=np.uint8)], "label": [3, 1]}
+    processor = ViTImageProcessor(size={"height": 48, "width": 48}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    out = image_recipe._transform(processor, num_channels=3, protocol_pixels=False)(batch)
+    assert tuple(out["pixel_values"].shape) == (2, 3, 48, 48) and out["labels"].tolist() == [3, 1]
+    assert out["pixel_values"][0].min() == pytest.approx(1.0) and out["pixel_values"][1].max() == pytest.approx(-1.0)
+    out = image_recipe._transform(processor, num_channels=1, protocol_pixels=True)(batch)
+    assert tuple(out["pixel_values"].shape) == (2, 1, 32, 32)
