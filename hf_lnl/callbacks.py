@@ -150,7 +150,8 @@ class WrongEventCallback(TrainerCallback):
 
 class EpochEventsCallback(TrainerCallback):
     """`NoisyLabelTrainer`'s own callback: forwards epoch boundaries to its tracker and method (callbacks see the
-    loop, not batches), logs the per-epoch noise estimates and, at the end, saves the report and logs detection."""
+    loop, not batches), logs the per-epoch noise estimates, logs the noise-detection metrics with the Trainer's
+    closing `train_loss` summary and saves the report when training ends."""
 
     def __init__(self, trainer: Any):
         self.trainer = trainer
@@ -172,13 +173,16 @@ class EpochEventsCallback(TrainerCallback):
         logs["estimated_noise_rate"] = trainer.noise_rate_history[-1]
         trainer.log(logs)
 
-    def on_train_end(self, args, state, control, **kwargs):
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        # The Trainer logs its closing summary (`train_loss`) at the end of the training loop, before `on_train_end`
+        # closes the integrations (TensorBoard's writer, a tracker's run, the progress bar): logged right after it,
+        # the detection metrics land in the same event file and run, and print on the console.
         trainer = self.trainer
-        if trainer.tracker is None:
-            return
-        if args.should_save:
-            trainer.save_noise_report()
-        if trainer.label_info.clean_labels is None:
+        if "train_loss" not in (logs or {}) or trainer.tracker is None or trainer.label_info.clean_labels is None:
             return
         metrics = noise_detection_metrics(trainer.noise_report(), threshold=args.noise_score_threshold)
         trainer.log({f"noise_detection_{k}": float(v) for k, v in metrics.items()})
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.trainer.tracker is not None and args.should_save:
+            self.trainer.save_noise_report()

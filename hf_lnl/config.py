@@ -9,6 +9,8 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .methods import METHOD_NAMES, get_method
+from .methods.clid_mu import CLID_SCOPES, META_OPTIMIZERS
+from .methods.ido import ENTROPY_TERMS, MIXTURES
 
 
 @dataclass
@@ -99,9 +101,9 @@ class NoisyLabelConfig(TrainingArguments):
 
     ido_stage1_epochs: int | None = field(default=None, metadata={"help": "IDO stage-1 epochs."})
     ido_stage2_epochs: int | None = field(default=None, metadata={"help": "IDO stage-2 epochs."})
-    ido_mixture: str = field(default="per_class", metadata={"help": "'per_class' or 'global' beta mixture."})
+    ido_mixture: str = field(default="per_class", metadata={"help": "Beta mixtures per class.", "choices": MIXTURES})
     ido_min_class_samples: int = field(default=50, metadata={"help": "Smaller classes use the global mixture."})
-    ido_entropy: str = field(default="confidence", metadata={"help": "'confidence' or 'plain' entropy term."})
+    ido_entropy: str = field(default="confidence", metadata={"help": "Entropy term.", "choices": ENTROPY_TERMS})
     ido_stage1_dir: str | None = field(default=None, metadata={"help": "Reuse a finished stage 1 from here."})
     ido_mask_rate: float = field(default=0.15, metadata={"help": "Text strong view: share of masked tokens."})
     ido_mask_token_id: int | None = field(default=None, metadata={"help": "Override the tokenizer's mask id."})
@@ -118,11 +120,13 @@ class NoisyLabelConfig(TrainingArguments):
         default=False, metadata={"help": "Stage 2: look the mixture up after counting the batch's wrong events."}
     )
 
-    clid_scope: str = field(default="head", metadata={"help": "Look-ahead scope: 'head', 'last_k' or 'all'."})
+    clid_scope: str = field(default="head", metadata={"help": "Parameters of the look-ahead.", "choices": CLID_SCOPES})
     clid_last_k: int = field(default=1, metadata={"help": "Blocks in the look-ahead for scope 'last_k'."})
     clid_lookahead_lr: float = field(default=1.0, metadata={"help": "Step size of the virtual SGD step."})
     clid_meta_lr: float = field(default=1e-3, metadata={"help": "Learning rate of the meta-weight network."})
-    clid_meta_optimizer: str = field(default="adam", metadata={"help": "'adam' or 'sgd' for the meta network."})
+    clid_meta_optimizer: str = field(
+        default="adam", metadata={"help": "Optimiser of the meta network.", "choices": META_OPTIMIZERS}
+    )
     clid_meta_weight_decay: float = field(default=0.0, metadata={"help": "Weight decay of the meta network."})
     clid_meta_hidden_size: int = field(default=100, metadata={"help": "Hidden units of the meta network."})
     clid_meta_set_size: int = field(default=1000, metadata={"help": "Samples in the label-free meta set."})

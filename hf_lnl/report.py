@@ -23,9 +23,10 @@ import numpy as np
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .data import IGNORE_INDEX
+from .data import IGNORE_INDEX, _in_index_order, _read_column
 from .methods.base import LNLMethod, undeclared_names
 from .metrics import estimated_noise_rate, noise_detection_metrics
+from .tracking import wrong_event_scores
 
 if TYPE_CHECKING:
     from transformers import Trainer
@@ -37,6 +38,8 @@ HISTOGRAM_FILE = "wrong_events_histogram.png"
 NOISE_RATE_FILE = "noise_rate_per_epoch.png"
 CARD_TEMPLATE = "model_card.md"  # in the package `hf_lnl.templates` (the repository's model_cards/)
 FRAMEWORKS = ("hf_lnl", "transformers", "torch", "datasets", "accelerate")
+SOURCE_INDEX_COLUMN = "source_index"  # a row's id in the data it was drawn from (a recipe's subset, clean_dataset)
+LABEL_COLUMNS = ("label", "predicted_label", "clean_label")  # the report's class-id columns
 
 
 # ------------------------------------------------------------------------------------------- the report
@@ -50,11 +53,19 @@ def build_noise_report(
     clean_labels: np.ndarray | None = None,
     method_columns: Mapping[str, np.ndarray] | None = None,
     declared_columns: tuple[str, ...] = (),
+    dataset: Any = None,
+    label_column: str | None = None,
 ) -> datasets.Dataset:
     """The noise report: one row per training sample, in `sample_index` order.
 
-    Columns: `index_column`, `label`, `wrong_events`, `predicted_label`, `noise_score` (float32, in [0, 1], higher =
-    more likely mislabelled), `clean_label` when known, then the method's own columns.
+    Columns: `index_column`, `source_index` when the training set has it (the row's id in the data a subset was drawn
+    from), `label`, `wrong_events`, `predicted_label`, `noise_score` (float32, in [0, 1], higher = more likely
+    mislabelled), `clean_label` when known, then the method's own columns. When the training set's `label_column` is
+    a `ClassLabel`, the label columns take that feature, so the class names travel with the report (and its Parquet).
+
+    Args:
+        dataset / label_column: The training set (a `datasets.Dataset` numbered by `index_column`) and its label
+            column; optional, for `source_index` and the class names.
 
     Raises:
         ValueError: a method column that its method did not declare in `report_columns`.
@@ -71,51 +82,99 @@ def build_noise_report(
             f"The method returned the report column(s) {undeclared} it does not declare; add them to its "
             "`report_columns`."
         )
-    columns: dict[str, Any] = {
-        index_column: np.arange(len(labels)),
-        "label": labels,
-        "wrong_events": wrong_events,
-        "predicted_label": predicted_labels,
-        "noise_score": np.asarray(noise_scores).astype(np.float32),
-    }
+    columns: dict[str, Any] = {index_column: np.arange(len(labels))}
+    is_table = isinstance(dataset, datasets.Dataset)
+    if is_table and {index_column, SOURCE_INDEX_COLUMN} <= set(dataset.column_names):
+        order = _read_column(dataset, index_column)
+        columns[SOURCE_INDEX_COLUMN] = _in_index_order(_read_column(dataset, SOURCE_INDEX_COLUMN), order)
+    columns.update(
+        label=labels,
+        wrong_events=wrong_events,
+        predicted_label=predicted_labels,
+        noise_score=np.asarray(noise_scores).astype(np.float32),
+    )
     if clean_labels is not None:
         columns["clean_label"] = clean_labels
     columns.update(method_columns)
-    return datasets.Dataset.from_dict(columns)
+    report = datasets.Dataset.from_dict(columns)
+    class_label = dataset.features.get(label_column) if is_table else None
+    if not isinstance(class_label, datasets.ClassLabel):
+        return report
+    features = report.features.copy()
+    for name in LABEL_COLUMNS:
+        values = np.asarray(columns.get(name, []))
+        if name in columns and ((values >= -1) & (values < class_label.num_classes)).all():  # -1: no label
+            features[name] = class_label  # (an ignored label, -100, has no name: that column stays plain)
+    return datasets.Dataset.from_dict(columns, features=features)
 
 
 # ------------------------------------------------------------------------------------------------ plots
-def plot_wrong_event_histogram(report: datasets.Dataset, path: str, mixture: Any = None, max_count: int | None = None):
-    """Histogram of wrong-event counts, with the fitted beta mixture's component densities when given.
+CLEAN_COLOUR, FLIPPED_COLOUR = "#4c72b0", "#dd8452"  # the samples whose label is the true one / was flipped
+COMPONENT_COLOURS = (("clean component", "#55a868"), ("noisy component", "#c44e52"))
+LEGEND_HEADROOM = 1.4  # the y-axes reach 40% above the data, so the legend sits above the bars
+
+
+def plot_wrong_event_histogram(
+    report: datasets.Dataset,
+    path: str,
+    mixture: Any = None,
+    max_count: int | None = None,
+    threshold: float = 0.5,
+) -> str:
+    """Histogram of wrong-event counts: clean and flipped labels stacked when `clean_label` is known, a dashed line
+    where samples start to be flagged (`threshold` on the fitted mixture's `p_noisy`, or on `noise_score` when the
+    score is wrong events / `max_count`), and the fitted beta mixture's component densities when given.
 
     Example:
-        >>> plot_wrong_event_histogram(trainer.noise_report(), "hist.png", mixture=trainer.method.mixture)
+        >>> plot_wrong_event_histogram(trainer.noise_report(), "hist.png", mixture=trainer.method.fitted_mixture(),
+        ...                            max_count=trainer.method.max_wrong_events())
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    counts = np.asarray(report["wrong_events"][:])
+    counts, labels = np.asarray(report["wrong_events"][:]), np.asarray(report["label"][:])
+    kept = labels != IGNORE_INDEX
     top = int(max_count if max_count is not None else max(int(counts.max(initial=0)), 1))
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    axis.hist(counts, bins=np.arange(top + 2) - 0.5, color="#4c72b0", alpha=0.8, label="samples")
+    bins = np.arange(top + 2) - 0.5
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
+    if "clean_label" in report.column_names:
+        flipped = labels != np.asarray(report["clean_label"][:])
+        axis.hist(
+            [counts[kept & ~flipped], counts[kept & flipped]], bins=bins, stacked=True,
+            color=[CLEAN_COLOUR, FLIPPED_COLOUR], label=["clean label", "flipped label"],
+        )  # fmt: skip
+    else:
+        axis.hist(counts[kept], bins=bins, color=CLEAN_COLOUR, label="samples")
+    global_mixture = getattr(mixture, "global_", mixture)
+    if not (getattr(global_mixture, "fitted_", False) and global_mixture.max_ is not None):
+        global_mixture = None
+    first_flagged = _first_flagged_count(report, global_mixture, max_count, threshold)
+    if first_flagged is not None:  # between the bars: every bar to its right is flagged
+        axis.axvline(first_flagged[0] - 0.5, color="black", linestyle="--", linewidth=1.2, label=first_flagged[1])
     axis.set_xlabel("wrong events")
     axis.set_ylabel("samples")
-    global_mixture = getattr(mixture, "global_", mixture)
-    if global_mixture is not None and getattr(global_mixture, "fitted_", False) and global_mixture.max_ is not None:
+    axis.set_xlim(bins[0], bins[-1])
+    axis.set_ylim(0, axis.get_ylim()[1] * LEGEND_HEADROOM)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, names = axis.get_legend_handles_labels()
+    if global_mixture is not None:
         from scipy.stats import beta
 
         low, high = global_mixture.min_, global_mixture.max_
         grid = np.linspace(low, high, 200)
         x = np.clip((grid - low) / max(high - low, 1e-9), 1e-3, 1 - 1e-3)
         twin = axis.twinx()
-        for k, (name, colour) in enumerate([("clean component", "#55a868"), ("noisy component", "#c44e52")]):
+        for k, (name, colour) in enumerate(COMPONENT_COLOURS):
             density = global_mixture.weights_[k] * beta.pdf(x, global_mixture.alphas_[k], global_mixture.betas_[k])
             twin.plot(grid, density, color=colour, label=name)
         twin.set_ylabel("mixture density")
-        twin.legend(loc="upper center")
-    axis.legend(loc="upper left")
+        twin.set_ylim(0, twin.get_ylim()[1] * LEGEND_HEADROOM)
+        more_handles, more_names = twin.get_legend_handles_labels()
+        handles, names = handles + more_handles, names + more_names
+    axis.legend(handles, names, loc="upper center", ncol=2, fontsize="small", framealpha=0.9)
     axis.set_title("Wrong events per training sample")
     figure.tight_layout()
     figure.savefig(path)
@@ -123,18 +182,50 @@ def plot_wrong_event_histogram(report: datasets.Dataset, path: str, mixture: Any
     return path
 
 
-def plot_noise_rate(history: list[float], path: str, threshold: float = 0.5) -> str:
-    """Per-epoch estimate of the noise rate (share of samples with `noise_score > threshold`)."""
+def _first_flagged_count(
+    report: datasets.Dataset, mixture: Any, max_count: int | None, threshold: float
+) -> tuple[int, str] | None:
+    """The smallest wrong-event count that is flagged, with a legend label; None when there is none or when
+    `noise_score` does not come from the counts (CLID-MU's comes from its meta weights)."""
+    counts, scores = np.asarray(report["wrong_events"][:]), np.asarray(report["noise_score"][:])
+    if mixture is not None and not mixture.is_degenerate_:
+        grid = np.arange(int(np.floor(mixture.min_)), int(np.ceil(mixture.max_)) + 1)
+        flagged = mixture.predict_proba(grid)[:, 1] > threshold
+        label = f"flagged from here: p_noisy > {threshold:g} (global mixture)"
+    elif max_count and np.allclose(scores, wrong_event_scores(counts, max_count), atol=1e-6):
+        grid = np.arange(int(max_count) + 1)
+        flagged = wrong_event_scores(grid, max_count) > threshold
+        label = f"flagged from here: noise_score > {threshold:g}"
+    else:
+        return None
+    return (int(grid[np.argmax(flagged)]), label) if flagged.any() else None
+
+
+def plot_noise_rate(
+    history: list[float], path: str, threshold: float = 0.5, true_rate: float | None = None
+) -> str:
+    """Per-epoch estimate of the noise rate (share of samples with `noise_score > threshold`), against the true rate
+    when it is known.
+
+    Example:
+        >>> plot_noise_rate(trainer.noise_rate_history, "rate.png", true_rate=0.4)
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
-    axis.plot(np.arange(1, len(history) + 1), history, marker="o")
+    figure, axis = plt.subplots(figsize=(7, 4.5), dpi=100)
+    axis.plot(np.arange(1, len(history) + 1), history, marker="o", label=f"estimated: noise_score > {threshold:g}")
+    if true_rate is not None:
+        axis.axhline(true_rate, color=FLIPPED_COLOUR, linestyle="--", label=f"true: {true_rate:.1%} flipped")
     axis.set_xlabel("epoch")
-    axis.set_ylabel(f"share with noise_score > {threshold}")
+    axis.set_ylabel("share of training samples")
+    axis.set_xlim(0.5, max(len(history), 1) + 0.5)
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True))
     axis.set_ylim(0, 1)
+    axis.legend(loc="upper right")
     axis.set_title("Estimated noise rate per epoch")
     figure.tight_layout()
     figure.savefig(path)
@@ -160,16 +251,22 @@ def save_report_artifacts(
     paths = [os.path.join(folder, REPORT_FILE)]
     report.to_parquet(paths[0])
     try:
-        paths.append(
-            plot_wrong_event_histogram(report, os.path.join(folder, HISTOGRAM_FILE), mixture, max_wrong_events)
-        )
-        paths.append(plot_noise_rate(noise_rate_history, os.path.join(folder, NOISE_RATE_FILE), threshold))
+        histogram = os.path.join(folder, HISTOGRAM_FILE)
+        paths.append(plot_wrong_event_histogram(report, histogram, mixture, max_wrong_events, threshold))
+        true_rate = _true_noise_rate(report)
+        paths.append(plot_noise_rate(noise_rate_history, os.path.join(folder, NOISE_RATE_FILE), threshold, true_rate))
     except ImportError:
         logger.warning("matplotlib is not installed (pip install 'hf_lnl[plots]'): the report is saved without plots.")
     return paths
 
 
 # ------------------------------------------------------------------------------------------- model card
+CLASSIFICATION_METRICS = ("accuracy", "f1", "precision", "recall", "matthews_correlation")  # for `model-index`
+EVALUATION_SPLITS = (("test", "test"), ("eval", "validation"))  # metric prefix -> split, the first found is filed
+UNTIMED_KEYS = ("runtime", "per_second", "total_flos", "epoch", "step")
+CARD_KEYWORDS = ("model_name", "base_model", "dataset_name", "noise_setting", "license", "tags")
+
+
 def build_model_card(
     *,
     method: LNLMethod,
@@ -178,6 +275,8 @@ def build_model_card(
     log_history: list[dict[str, Any]],
     model: Any = None,
     input_names: list[str] | None = None,
+    folder: str | None = None,
+    repo_id: str | None = None,
     model_name: str | None = None,
     base_model: str | None = None,
     dataset_name: str | None = None,
@@ -185,37 +284,47 @@ def build_model_card(
     license: str | None = None,
     tags: list[str] | None = None,
 ) -> ModelCard:
-    """A model card from the package's template: `model-index` results, tags, the noise setting, the method (its
-    title, description, settings) and the method's own citation.
+    """A model card from the package's template: what `Trainer`'s card holds (hyper-parameters, the per-epoch
+    table, the `generated_from_trainer` tag) plus the noise section, the method and the method's own citation.
+
+    `model-index` files the classification metrics of the last test evaluation (`test_*` in `log_history`), else of
+    the last validation one (`eval_*`), with their split. Noise-detection metrics score the *training* labels, not a
+    classifier: they go in the card's body, never in `model-index`.
 
     Args:
         method: The run's method (its declarations fill the card).
         args: The run's `NoisyLabelConfig`.
         report: The noise report, or None when per-sample tracking was off.
-        log_history: `trainer.state.log_history` (the last `eval_accuracy` is the card's accuracy).
+        log_history: `trainer.state.log_history`.
         model: The trained model (for `base_model` when it came from the Hub).
         input_names: The training set's columns (`pixel_values` makes it an image classifier).
+        folder: Where the card goes (default `args.output_dir`): it names the report and plots found there.
+        repo_id: The Hub repository for the usage snippet (default `args.hub_model_id`, else the output folder).
         model_name / base_model / dataset_name / noise_setting / license / tags: Override what is derived.
 
     Example:
         >>> card = build_model_card(method=trainer.method, args=trainer.args, report=trainer.noise_report(),
         ...                         log_history=trainer.state.log_history, model=trainer.model)
     """
-    name = method.name
+    from transformers.modelcard import extract_hyperparameters_from_trainer, make_markdown_table
+
+    folder = folder or args.output_dir
     model_name = model_name or Path(args.output_dir).name
     base_model = base_model or _hub_model_name(model)
-    results = _results(report, log_history, args.noise_score_threshold)
     task = "image-classification" if "pixel_values" in (input_names or []) else "text-classification"
+    evaluations = _evaluation_results(log_history)
+    filed = [result for result in evaluations if result[0] == evaluations[0][0]] if evaluations else []
     eval_results = [
         EvalResult(
             task_type=task,
             dataset_type=dataset_name or "custom",
             dataset_name=dataset_name or "custom",
+            dataset_split=split,
             metric_type=key,
-            metric_name=label,
+            metric_name=key.replace("_", " "),
             metric_value=value,
         )
-        for key, label, value in results
+        for split, key, value in filed
     ]
     card_data = ModelCardData(
         model_name=model_name,
@@ -223,18 +332,20 @@ def build_model_card(
         license=license,
         library_name="transformers",
         pipeline_tag=task,
-        tags=sorted({"hf-lnl", "noisy-labels", name.replace("_", "-"), *(tags or [])}),
+        tags=sorted({"hf-lnl", "noisy-labels", name_tag(method.name), "generated_from_trainer", *(tags or [])}),
         datasets=[dataset_name] if dataset_name else None,
         eval_results=eval_results or None,
     )
+    detection: list[tuple[str, float]] = []
+    if report is not None and "clean_label" in report.column_names:
+        scores = noise_detection_metrics(report, threshold=args.noise_score_threshold)
+        detection = [(key, scores[key]) for key in ("precision", "recall", "f1", "auroc") if np.isfinite(scores[key])]
     noise_rate, num_samples = "n/a", "n/a"
     if report is not None:
         noise_rate = f"{estimated_noise_rate(report['noise_score'][:], args.noise_score_threshold):.1%}"
         num_samples = str(report.num_rows)
-    settings = {"lnl_method": name, **method.settings_summary()}
-    settings.update(
-        {k: getattr(args, k) for k in ("learning_rate", "num_train_epochs", "per_device_train_batch_size")}
-    )
+    settings = {"lnl_method": method.name, **method.settings_summary()}
+    hyperparameters = extract_hyperparameters_from_trainer(_ArgsOnly(args))
     template = importlib.resources.files("hf_lnl.templates").joinpath(CARD_TEMPLATE)
     with importlib.resources.as_file(template) as template_path:
         return ModelCard.from_template(
@@ -247,14 +358,19 @@ def build_model_card(
             method_description=method.description,
             method_notes=method.card_notes(),
             method_settings=yaml.safe_dump(settings, sort_keys=True).strip(),
-            results=[(label, f"{value:.4f}") for _, label, value in results],
+            results=[(key.replace("_", " "), split, f"{value:.4f}") for split, key, value in evaluations],
+            detection=[(key.upper() if key == "auroc" else key, f"{value:.4f}") for key, value in detection],
             noise_setting=noise_setting or _noise_setting(report),
             threshold=args.noise_score_threshold,
             estimated_noise_rate=noise_rate,
             num_samples=num_samples,
-            histogram=HISTOGRAM_FILE if os.path.isfile(os.path.join(args.output_dir, HISTOGRAM_FILE)) else None,
+            report_file=REPORT_FILE if os.path.isfile(os.path.join(folder, REPORT_FILE)) else None,
+            histogram=HISTOGRAM_FILE if os.path.isfile(os.path.join(folder, HISTOGRAM_FILE)) else None,
+            noise_rate_plot=NOISE_RATE_FILE if os.path.isfile(os.path.join(folder, NOISE_RATE_FILE)) else None,
+            hyperparameters=list(hyperparameters.items()),
+            training_results=make_markdown_table(_epoch_table(log_history)).strip(),
             pipeline_task=task,
-            repo_id=args.hub_model_id or model_name,
+            repo_id=repo_id or args.hub_model_id or args.output_dir,
             citation=method.citation.bibtex() if method.citation is not None else None,
             citation_short=method.citation.short() if method.citation is not None else None,
             versions=[(framework, _version(framework)) for framework in FRAMEWORKS]
@@ -283,6 +399,53 @@ def push_noise_report(
         return api.upload_folder(repo_id=repo_id, folder_path=folder, repo_type="dataset")
 
 
+def write_model_card(trainer: Trainer, output_dir: str | None = None, **kwargs: Any) -> str | None:
+    """Write `trainer`'s model card (`README.md`) into `output_dir` (default: `args.output_dir`), on the main process;
+    returns the path written. `NoisyLabelTrainer.create_model_card` calls it.
+
+    Keyword arguments: those of `build_model_card` (`model_name`, `base_model`, `dataset_name`, `noise_setting`,
+    `license`, `tags`), plus `Trainer.create_model_card`'s names `finetuned_from` (for `base_model`) and `dataset`
+    (for `dataset_name`); others are ignored, as `Trainer`'s card-only keywords (`language`, `tasks`, ...) are.
+
+    Example:
+        >>> write_model_card(trainer, dataset_name="ag_news")
+        'out/README.md'
+    """
+    if not trainer.is_world_process_zero():
+        return None
+    kwargs.setdefault("base_model", kwargs.pop("finetuned_from", None))
+    dataset = kwargs.pop("dataset", None)
+    kwargs.setdefault("dataset_name", dataset if isinstance(dataset, str) else None)
+    folder = output_dir or trainer.args.output_dir
+    card = build_model_card(
+        method=trainer.method,
+        args=trainer.args,
+        report=trainer.noise_report() if trainer.tracker is not None else None,
+        log_history=trainer.state.log_history,
+        model=trainer.model,
+        input_names=list(getattr(trainer.train_dataset, "column_names", None) or []),
+        folder=folder,
+        repo_id=getattr(trainer, "hub_model_id", None),
+        **{k: v for k, v in kwargs.items() if k in CARD_KEYWORDS},
+    )
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, "README.md")
+    card.save(path)
+    return path
+
+
+def name_tag(method_name: str) -> str:
+    """A method's Hub tag: `clid_mu` -> `clid-mu`."""
+    return method_name.replace("_", "-")
+
+
+class _ArgsOnly:
+    """What transformers' `extract_hyperparameters_from_trainer` reads of a trainer: its `args`."""
+
+    def __init__(self, args: Any):
+        self.args = args
+
+
 def report_dataset_card(method_name: str) -> str:
     """The card of the noise report pushed alone as a dataset repository (`push_noise_report_to_hub`)."""
     return (
@@ -294,28 +457,57 @@ def report_dataset_card(method_name: str) -> str:
     )
 
 
-def _results(
-    report: datasets.Dataset | None, log_history: list[dict[str, Any]], threshold: float
-) -> list[tuple[str, str, float]]:
-    results: list[tuple[str, str, float]] = []
-    evaluations = [e for e in log_history if "eval_accuracy" in e]
-    if evaluations:
-        results.append(("accuracy", "accuracy (evaluation set)", float(evaluations[-1]["eval_accuracy"])))
-    if report is not None and "clean_label" in report.column_names:
-        detection = noise_detection_metrics(report, threshold=threshold)
-        for key in ("f1", "auroc"):
-            if np.isfinite(detection[key]):
-                results.append((key, f"noise-detection {key.upper() if key == 'auroc' else key}", detection[key]))
+def _evaluation_results(log_history: list[dict[str, Any]]) -> list[tuple[str, str, float]]:
+    """`(split, metric, value)` of the classification metrics of the last test, then the last validation evaluation."""
+    results = []
+    for prefix, split in EVALUATION_SPLITS:
+        entries = [e for e in log_history if any(f"{prefix}_{m}" in e for m in CLASSIFICATION_METRICS)]
+        if entries:
+            last = {key[len(prefix) + 1 :]: value for key, value in entries[-1].items() if key.startswith(prefix)}
+            results += [(split, metric, float(last[metric])) for metric in CLASSIFICATION_METRICS if metric in last]
     return results
 
 
+def _epoch_table(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`Trainer`'s table of training results (one row per evaluation during training: the last training loss, epoch,
+    step, validation loss and metrics) with the estimated noise rate of the epoch ending at that step; one row per
+    epoch when nothing was evaluated."""
+    rows: dict[int, dict[str, Any]] = {}
+    training_loss: Any = "No log"
+    for entry in log_history:
+        if "train_runtime" in entry:  # the closing summary: later evaluations (the final test) are not per epoch
+            break
+        training_loss = entry.get("loss", training_loss)
+        if "eval_loss" not in entry and "estimated_noise_rate" not in entry:
+            continue
+        row = rows.setdefault(entry["step"], {"Training Loss": training_loss})
+        row.update({"Epoch": entry.get("epoch"), "Step": entry["step"]})
+        if "estimated_noise_rate" in entry:
+            row["Estimated Noise Rate"] = entry["estimated_noise_rate"]
+        for key, value in entry.items():
+            if key.startswith("eval_") and not any(t in key for t in UNTIMED_KEYS):
+                name = "Validation Loss" if key == "eval_loss" else key[len("eval_") :].replace("_", " ").title()
+                row[name] = value
+    evaluated = [row for row in rows.values() if "Validation Loss" in row]
+    lines = evaluated or list(rows.values())
+    columns = list(dict.fromkeys(key for line in lines for key in line))
+    return [{key: line.get(key, "-") for key in columns} for line in lines]
+
+
 def _noise_setting(report: datasets.Dataset | None) -> str:
-    if report is None or "clean_label" not in report.column_names:
+    rate = _true_noise_rate(report)
+    if rate is None:
         return "unknown (the training set has no clean labels)"
+    return f"{rate:.1%} of the training labels differ from the clean labels"
+
+
+def _true_noise_rate(report: datasets.Dataset | None) -> float | None:
+    """The share of (not ignored) training labels that differ from `clean_label`, or None when it is unknown."""
+    if report is None or "clean_label" not in report.column_names:
+        return None
     labels, clean = np.asarray(report["label"][:]), np.asarray(report["clean_label"][:])
     keep = labels != IGNORE_INDEX
-    rate = float((labels[keep] != clean[keep]).mean())
-    return f"{rate:.1%} of the training labels differ from the clean labels"
+    return float((labels[keep] != clean[keep]).mean()) if keep.any() else None
 
 
 def _hub_model_name(model: Any) -> str | None:

@@ -27,7 +27,7 @@ from .distributed import gather_rows
 from .methods import MethodOutput, get_method
 from .methods.base import undeclared_names
 from .model_selection import evaluate_clid
-from .report import build_model_card, build_noise_report, push_noise_report, save_report_artifacts
+from .report import build_noise_report, push_noise_report, save_report_artifacts, write_model_card
 from .state import TrainingState, labels_checksum, load_training_state, save_training_state
 from .tracking import WrongEventTracker
 
@@ -253,6 +253,8 @@ class NoisyLabelTrainer(Trainer):
             clean_labels=self.label_info.clean_labels,
             method_columns=self.method.report_values(),
             declared_columns=self.method.report_columns,
+            dataset=self.train_dataset,
+            label_column=self.label_info.column,
         )
 
     def save_noise_report(self, folder: str | None = None) -> list[str]:
@@ -272,24 +274,7 @@ class NoisyLabelTrainer(Trainer):
         Keyword arguments: `model_name`, `base_model` (alias `finetuned_from`), `dataset_name` (alias `dataset`),
         `noise_setting`, `license`, `tags`; see `hf_lnl.report.build_model_card`.
         """
-        if not self.is_world_process_zero():
-            return
-        kwargs.setdefault("base_model", kwargs.pop("finetuned_from", None))
-        dataset = kwargs.pop("dataset", None)
-        kwargs.setdefault("dataset_name", dataset if isinstance(dataset, str) else None)
-        known = ("model_name", "base_model", "dataset_name", "noise_setting", "license", "tags")
-        card = build_model_card(
-            method=self.method,
-            args=self.args,
-            report=self.noise_report() if self.tracker is not None else None,
-            log_history=self.state.log_history,
-            model=self.model,
-            input_names=list(getattr(self.train_dataset, "column_names", None) or []),
-            **{k: v for k, v in kwargs.items() if k in known},
-        )
-        folder = output_dir or self.args.output_dir
-        os.makedirs(folder, exist_ok=True)
-        card.save(os.path.join(folder, "README.md"))
+        write_model_card(self, output_dir, **kwargs)
 
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True, **kwargs: Any):
         """`Trainer.push_to_hub`, with the noise report, its plots and hf_lnl's model card in the upload."""

@@ -13,11 +13,13 @@ from pathlib import Path
 import datasets
 import numpy as np
 
+from hf_lnl.report import SOURCE_INDEX_COLUMN
+
 BBC_NEWS = "bbc_news"
 BBC_NUM_ARTICLES = 2225
 BBC_TEST_SIZE = 445  # PROTOCOL.md Task A: the first 445 of default_rng(0).permutation(2225) are the test set
 BBC_SPLIT_SEED = 0
-SUBSET_SEED = 0  # train_subset / eval_subset take the first rows after a shuffle with this seed
+SUBSET_SEED = 0  # max_*_samples take the first rows after a shuffle with this seed
 
 
 def package_dir(name: str) -> Path | None:
@@ -79,43 +81,61 @@ def load_bbc_news(data_dir: str | Path | None = None) -> datasets.DatasetDict:
 def load_text_dataset(
     dataset_name: str | None,
     *,
-    dataset_config: str | None = None,
+    dataset_config_name: str | None = None,
     train_file: str | None = None,
+    validation_file: str | None = None,
     test_file: str | None = None,
     train_split: str = "train",
+    validation_split: str = "validation",
     test_split: str = "test",
     text_column: str = "text",
     label_column: str = "label",
 ) -> datasets.DatasetDict:
-    """A `train` / `test` DatasetDict with a `text` string column and a `label` ClassLabel column.
+    """A DatasetDict with `train` and, when the source has them, `validation` and `test`: a `text` string column and a
+    `label` ClassLabel column shared by every split.
 
-    `dataset_name="bbc_news"` is the offline BBC split; local `train_file` / `test_file` (csv, json, jsonl or
-    parquet) take precedence over `dataset_name`; any other name goes to `datasets.load_dataset` (needs network).
-    String labels are encoded as classes; the test split's classes are aligned with the training split's.
+    `dataset_name="bbc_news"` is the offline BBC split (train / test); local files (csv, json, jsonl or parquet: a
+    `train_file`, optionally `validation_file` and `test_file`) take precedence over `dataset_name`; any other name
+    goes to `datasets.load_dataset` (needs network), whose `validation_split` and `test_split` are used when present.
+    String labels are encoded as classes, aligned across the splits.
 
     Example:
         >>> data = load_text_dataset(None, train_file="train.csv", test_file="test.csv", label_column="topic")
+        >>> sorted(data)
+        ['test', 'train']
     """
-    if train_file is not None or test_file is not None:
-        if train_file is None or test_file is None:
-            raise ValueError("Give both train_file and test_file (local files), or neither.")
+    if train_file is not None or validation_file is not None or test_file is not None:
+        if train_file is None:
+            raise ValueError("Local files need a train_file (validation_file and test_file are optional).")
+        files = {"train": train_file, "validation": validation_file, "test": test_file}
+        files = {split: path for split, path in files.items() if path is not None}
         extension = Path(train_file).suffix.lstrip(".").replace("jsonl", "json")
-        raw = datasets.load_dataset(extension, data_files={"train": train_file, "test": test_file})
-        train, test = raw["train"], raw["test"]
+        splits = dict(datasets.load_dataset(extension, data_files=files))
     elif dataset_name == BBC_NEWS:
-        bbc = load_bbc_news()
-        train, test = bbc["train"], bbc["test"]
+        splits = dict(load_bbc_news())
         text_column, label_column = "text", "label"
     elif dataset_name:
-        raw = datasets.load_dataset(dataset_name, dataset_config)
-        missing = [split for split in (train_split, test_split) if split not in raw]
-        if missing:
-            raise ValueError(f"{dataset_name!r} has no split {missing} (splits: {list(raw)}); set train/test_split.")
-        train, test = raw[train_split], raw[test_split]
+        raw = datasets.load_dataset(dataset_name, dataset_config_name)
+        if train_split not in raw:
+            raise ValueError(f"{dataset_name!r} has no split {train_split!r} (splits: {list(raw)}); set train_split.")
+        wanted = {"train": train_split, "validation": validation_split, "test": test_split}
+        splits = {split: raw[name] for split, name in wanted.items() if name in raw}
     else:
-        raise ValueError("Give dataset_name (e.g. 'bbc_news') or train_file and test_file.")
-    train, test = _standardise(train, text_column, label_column), _standardise(test, text_column, label_column)
-    return _as_class_labels(train, test)
+        raise ValueError("Give dataset_name (e.g. 'bbc_news') or a train_file.")
+    splits = {name: _standardise(split, text_column, label_column) for name, split in splits.items()}
+    return _as_class_labels(splits)
+
+
+def add_source_index(dataset: datasets.Dataset, column: str = SOURCE_INDEX_COLUMN) -> datasets.Dataset:
+    """`dataset` with `column` = row position, the id a row keeps through subsets and splits (and into the report).
+
+    Example:
+        >>> add_source_index(datasets.Dataset.from_dict({"x": [5, 6]}))["source_index"]
+        [0, 1]
+    """
+    if column in dataset.column_names:
+        return dataset
+    return dataset.add_column(column, np.arange(len(dataset), dtype=np.int64))
 
 
 def take_subset(dataset: datasets.Dataset, size: int | None) -> datasets.Dataset:
@@ -146,19 +166,21 @@ def _standardise(dataset: datasets.Dataset, text_column: str, label_column: str)
     return dataset
 
 
-def _as_class_labels(train: datasets.Dataset, test: datasets.Dataset) -> datasets.DatasetDict:
-    """Make `label` a ClassLabel shared by both splits (integer ids kept as they are, strings sorted)."""
-    if isinstance(train.features["label"], datasets.ClassLabel) and train.features["label"] == test.features["label"]:
-        return datasets.DatasetDict({"train": train, "test": test})
-    values = set(train.unique("label")) | set(test.unique("label"))
-    if isinstance(train.features["label"], datasets.ClassLabel):
-        classes = train.features["label"]
+def _as_class_labels(splits: dict[str, datasets.Dataset]) -> datasets.DatasetDict:
+    """Make `label` a ClassLabel shared by every split (integer ids kept as they are, strings sorted)."""
+    train_feature = splits["train"].features["label"]
+    if isinstance(train_feature, datasets.ClassLabel) and all(
+        split.features["label"] == train_feature for split in splits.values()
+    ):
+        return datasets.DatasetDict(splits)
+    values = set().union(*(split.unique("label") for split in splits.values()))
+    if isinstance(train_feature, datasets.ClassLabel):
+        classes = train_feature
     elif all(isinstance(v, (int, np.integer)) for v in values):
         classes = datasets.ClassLabel(names=[str(i) for i in range(int(max(values)) + 1)])
     else:
         classes = datasets.ClassLabel(names=sorted(str(v) for v in values))
     features = datasets.Features({"text": datasets.Value("string"), "label": classes})
-    splits = {"train": train, "test": test}
     return datasets.DatasetDict(
         {name: split.map(_encoder(split, classes), batched=True, features=features) for name, split in splits.items()}
     )

@@ -37,6 +37,8 @@ logger = logging.getLogger(__name__)
 PROBABILITY_CLAMP = 1e-4  # q = clamp(softmax(z), 1e-4, 1 - 1e-4) before the entropy term
 STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
+MIXTURES = ("per_class", "global")  # ido_mixture
+ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "ido_stage1"
@@ -118,8 +120,8 @@ class IDO(LNLMethod):
 
     @classmethod
     def check_args(cls, args: Any) -> None:
-        _check_choice("ido_mixture", args.ido_mixture, ("per_class", "global"))
-        _check_choice("ido_entropy", args.ido_entropy, ("confidence", "plain"))
+        _check_choice("ido_mixture", args.ido_mixture, MIXTURES)
+        _check_choice("ido_entropy", args.ido_entropy, ENTROPY_TERMS)
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
         if not 0.0 <= args.ido_randaugment_magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
