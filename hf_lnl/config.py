@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -156,6 +157,8 @@ class NoisyLabelConfig(TrainingArguments):
             raise ValueError(f"clid_meta_set_size must be at least 1, got {self.clid_meta_set_size}.")
         if self.clid_meta_batch_size < 2:
             raise ValueError("clid_meta_batch_size must be at least 2: CLID compares samples with each other.")
+        if not (self.clid_temperature > 0 and math.isfinite(self.clid_temperature)):  # eval_clid uses it too
+            raise ValueError(f"clid_temperature must be a positive number, got {self.clid_temperature}.")
         if self.metric_for_best_model in ("clid", "eval_clid"):
             self.clid_eval = True
             if self.greater_is_better:

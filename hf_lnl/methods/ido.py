@@ -121,6 +121,10 @@ class IDO(LNLMethod):
         _check_choice("ido_entropy", args.ido_entropy, ("confidence", "plain"))
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
+        if args.ido_min_class_samples < 1:
+            raise ValueError(f"ido_min_class_samples must be at least 1, got {args.ido_min_class_samples}.")
+        if args.ido_mask_token_id is not None and args.ido_mask_token_id < 0:
+            raise ValueError(f"ido_mask_token_id must be a token id (>= 0), got {args.ido_mask_token_id}.")
         stage_epochs(args)  # validates the stage split now, not at the stage boundary
 
     # ------------------------------------------------------------------------------------------ setup
@@ -134,6 +138,7 @@ class IDO(LNLMethod):
         self.stage1_counts: torch.Tensor | None = None
         self._stage1_epochs_from_disk = 0
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
+        _check_mask_token_id(self.args.ido_mask_token_id, unwrap_model(context.model).config)  # before step 1
         if self.args.ido_mixture == "per_class":
             self.mixture = ClassConditionalBetaMixture(
                 self.num_classes, min_class_samples=self.args.ido_min_class_samples
@@ -424,6 +429,15 @@ def _is_per_sample(value: Any, batch_size: int) -> bool:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
+
+
+def _check_mask_token_id(mask_token_id: int | None, model_config: Any) -> None:
+    vocab_size = getattr(model_config, "vocab_size", None)
+    if mask_token_id is not None and isinstance(vocab_size, int) and mask_token_id >= vocab_size:
+        raise ValueError(
+            f"ido_mask_token_id={mask_token_id} lies outside the model's vocabulary (vocab_size={vocab_size}): set it "
+            "to the tokenizer's mask token id, or leave it unset to take that from the tokenizer."
+        )
 
 
 def _text_masker(tokenizer: Any, args: Any, model_config: Any) -> TextMasker:
