@@ -16,15 +16,15 @@ from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from .callbacks import EpochEventsCallback
 from .config import NoisyLabelConfig
 from .context import TrainerContext
-from .data import IGNORE_INDEX, SampleIndexCollator, prepare_train_dataset
+from .data import SampleIndexCollator, prepare_train_dataset
 from .distributed import gather_rows
+from .finite import check_gradient, check_weights, finite_samples, non_finite_loss
 from .methods import MethodOutput, get_method
 from .methods.base import undeclared_names
 from .model_selection import evaluate_clid
@@ -33,10 +33,6 @@ from .state import TrainingState, labels_checksum, load_training_state, save_tra
 from .tracking import WrongEventTracker
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training loss was NaN or infinite; raised before the optimiser step, so no weights were touched."""
 
 
 class _LabelFreeEvaluation:
@@ -54,9 +50,9 @@ class NoisyLabelTrainer(Trainer):
 
     Accepts exactly what `Trainer` accepts (plus `clid_dataset`, a label-free set for `eval_clid`). With
     `lnl_method="none"` it trains like `Trainer` and counts per-sample wrong events; other methods replace the loss.
-    After training, `noise_report()` gives one row per training sample. A non-finite loss stops training with
-    `NonFiniteLossError` before the optimiser step (where `Trainer` would skip it silently), naming the step and the
-    samples, so the last checkpoint stays the last good one.
+    After training, `noise_report()` gives one row per training sample. A non-finite loss or gradient stops training
+    before the optimiser step (`NonFiniteLossError` naming the samples, `NonFiniteGradientError`; `Trainer` would step
+    anyway), and non-finite weights are never saved, so the last checkpoint stays the last good one.
 
     Example:
         >>> args = NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6)
@@ -199,10 +195,16 @@ class NoisyLabelTrainer(Trainer):
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
         # Written before the Trainer's own files, so a checkpoint pushed to the Hub already holds it.
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        check_weights(model, self.state, folder)
         if self.args.should_save and self.tracker is not None:
             self.save_lnl_state(folder)
             self.create_model_card(output_dir=folder)
         super()._save_checkpoint(model, trial)
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        check_gradient(grad_norm, model, self.accelerator.scaler, self.state)  # before the optimiser step
+        return grad_norm
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:  # a training log: flush the method's metrics since the last one
@@ -366,35 +368,18 @@ class NoisyLabelTrainer(Trainer):
 
     def _record(self, sample_index: torch.Tensor | None, result: MethodOutput) -> None:
         """Count each returned view's wrong events, stop on a non-finite loss, queue the method's metrics."""
-        labels = result.labels
+        labels, tracked = result.labels, self.tracker is not None
         for view, logits in enumerate(result.view_logits):
             logits = logits.detach()
-            finite = torch.isfinite(logits).all(dim=-1)
-            if result.per_sample_loss is not None:
-                finite &= torch.isfinite(result.per_sample_loss.detach())
-            elif labels is not None and labels.dim() == 1:
-                per_sample = F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
-                finite &= torch.isfinite(per_sample)
-                # A non-finite batch loss with finite per-sample losses blames the whole batch.
-                finite &= torch.isfinite(result.loss.detach()) | ~finite.all()
-            else:
-                finite &= torch.isfinite(result.loss.detach())
-            if self.tracker is None or sample_index is None or labels is None:
+            finite = finite_samples(logits, labels, result.loss, result.per_sample_loss, classification=tracked)
+            if not tracked or sample_index is None or labels is None:
                 (all_finite,) = gather_rows(finite.all().reshape(1))
                 if not bool(all_finite.all()):
-                    self._raise_non_finite(None)
+                    raise non_finite_loss(self.state, None)
                 continue
             index, predictions, given, finite = gather_rows(sample_index, logits.argmax(dim=-1), labels, finite)
             self.tracker.update(index, predictions, given, view=view, gather=False)
             if not bool(finite.all()):
-                self._raise_non_finite(index[~finite])
+                raise non_finite_loss(self.state, index[~finite])
         for name, value in result.metrics.items():
             self._metrics[name].append(value.detach() if isinstance(value, torch.Tensor) else value)
-
-    def _raise_non_finite(self, bad_index: torch.Tensor | None) -> None:
-        where = "unknown samples" if bad_index is None else f"sample_index {sorted(set(bad_index.tolist()))[:20]}"
-        raise NonFiniteLossError(
-            f"Non-finite training loss at global step {self.state.global_step} (epoch {self.state.epoch:.2f}), "
-            f"from {where}. Training stopped before the optimiser step; checkpoints already written are intact. "
-            "Lower the learning rate, enable max_grad_norm, or inspect those samples (inputs and labels)."
-        )
