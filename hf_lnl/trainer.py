@@ -17,9 +17,9 @@ from typing import Any
 import datasets
 import torch
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
 
 from .callbacks import EpochEventsCallback
+from .checkpoints import complete_when_done, resolve_checkpoint
 from .config import NoisyLabelConfig
 from .context import TrainerContext
 from .data import SampleIndexCollator, prepare_train_dataset
@@ -143,10 +143,7 @@ class NoisyLabelTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
         """`Trainer.train`, after setting up per-sample state and restoring it from the checkpoint if resuming."""
-        if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir}).")
+        resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         self._setup_lnl_state()
         if resume_from_checkpoint and self.tracker is not None:
             self._load_lnl_state(resume_from_checkpoint)
@@ -193,13 +190,14 @@ class NoisyLabelTrainer(Trainer):
         return super().create_scheduler(self.method.training_steps(num_training_steps), optimizer)
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        # Written before the Trainer's own files, so a checkpoint pushed to the Hub already holds it.
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
         check_weights(model, self.state, folder)
-        if self.args.should_save and self.tracker is not None:
-            self.save_lnl_state(folder)
-            self.create_model_card(output_dir=folder)
-        super()._save_checkpoint(model, trial)
+        with complete_when_done(self, folder):  # the checkpoint counts once the marker is written, after every file
+            # Written before the Trainer's own files, so a checkpoint pushed to the Hub already holds it.
+            if self.args.should_save and self.tracker is not None:
+                self.save_lnl_state(folder)
+                self.create_model_card(output_dir=folder)
+            super()._save_checkpoint(model, trial)
 
     def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
         grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
