@@ -22,7 +22,7 @@ from .callbacks import EpochEventsCallback
 from .checkpoints import complete_when_done, resolve_checkpoint
 from .config import NoisyLabelConfig
 from .context import TrainerContext
-from .data import SampleIndexCollator, prepare_train_dataset
+from .data import SampleIndexCollator, model_task, prepare_train_dataset, with_given_labels
 from .distributed import gather_rows
 from .finite import check_gradient, check_weights, finite_samples, non_finite_loss
 from .methods import MethodOutput, get_method
@@ -101,6 +101,8 @@ class NoisyLabelTrainer(Trainer):
             num_labels=getattr(getattr(model, "config", None), "num_labels", None),
             method_name=method_class.name,
             require_class_labels=method_class.requires_class_labels,
+            task=model_task(model),
+            rows_per_batch=args.train_batch_size * args.world_size if args.dataloader_drop_last else 1,
         )
         if eval_dataset is None and args.clid_eval and args.eval_strategy != "no":
             eval_dataset = LABEL_FREE_EVALUATION  # evaluate() then computes eval_clid alone: no clean set needed
@@ -131,6 +133,7 @@ class NoisyLabelTrainer(Trainer):
         if self.method.returns_batch_mean:
             self.loss_is_scaled_for_ga = False  # a batch mean: the Trainer must not rescale it for accumulation
         self.tracker: WrongEventTracker | None = None
+        self._given_labels: torch.Tensor | None = None  # the validated labels, on device, in sample_index order
         self.noise_rate_history: list[float] = []  # per epoch: share of samples with noise_score > threshold
         self._metrics: dict[str, list[torch.Tensor | float]] = defaultdict(list)
         self.add_callback(EpochEventsCallback(self))
@@ -160,6 +163,8 @@ class NoisyLabelTrainer(Trainer):
                 f"A training batch arrived without the {self.args.sample_index_column!r} column. A custom "
                 "`with_transform` or collator dropped it: return it unchanged from your transform."
             )
+        if self.tracker is not None:  # the configured label column, as validated, whatever the collator made of it
+            inputs = with_given_labels(inputs, sample_index, self._given_labels, self.args.label_column)
         result = self.method.compute_loss(model, inputs, sample_index, num_items_in_batch)
         self._record(sample_index, result)
         return (result.loss, result.outputs) if return_outputs else result.loss
@@ -362,6 +367,7 @@ class NoisyLabelTrainer(Trainer):
         self.tracker = WrongEventTracker(
             len(self.label_info.labels), num_views=self.method.num_views, device=self.args.device
         )
+        self._given_labels = torch.as_tensor(self.label_info.labels, dtype=torch.int32, device=self.args.device)
         self.method.setup()
 
     def _record(self, sample_index: torch.Tensor | None, result: MethodOutput) -> None:
