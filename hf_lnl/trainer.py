@@ -18,6 +18,7 @@ import datasets
 import torch
 from transformers import Trainer, TrainerCallback
 
+from .accumulation import method_loss_is_scaled_for_ga
 from .callbacks import EpochEventsCallback
 from .checkpoints import complete_when_done, resolve_checkpoint
 from .config import NoisyLabelConfig
@@ -131,7 +132,8 @@ class NoisyLabelTrainer(Trainer):
         self.clid_dataset = clid_dataset
         self.method = method_class(TrainerContext(self))
         if self.method.returns_batch_mean:
-            self.loss_is_scaled_for_ga = False  # a batch mean: the Trainer must not rescale it for accumulation
+            self.loss_is_scaled_for_ga = False  # a batch mean: the Trainer divides it (probed under accumulation)
+        self._probe_accumulation = self.method.returns_batch_mean and args.gradient_accumulation_steps > 1
         self.tracker: WrongEventTracker | None = None
         self._given_labels: torch.Tensor | None = None  # the validated labels, on device, in sample_index order
         self.noise_rate_history: list[float] = []  # per epoch: share of samples with noise_score > threshold
@@ -165,6 +167,9 @@ class NoisyLabelTrainer(Trainer):
             )
         if self.tracker is not None:  # the configured label column, as validated, whatever the collator made of it
             inputs = with_given_labels(inputs, sample_index, self._given_labels, self.args.label_column)
+        if self._probe_accumulation:
+            self._probe_accumulation = False
+            self.loss_is_scaled_for_ga = method_loss_is_scaled_for_ga(self, self.model, inputs, num_items_in_batch)
         result = self.method.compute_loss(model, inputs, sample_index, num_items_in_batch)
         self._record(sample_index, result)
         return (result.loss, result.outputs) if return_outputs else result.loss
