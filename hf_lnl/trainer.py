@@ -21,7 +21,7 @@ from transformers import Trainer, TrainerCallback
 from .accumulation import method_loss_is_scaled_for_ga
 from .callbacks import EpochEventsCallback
 from .checkpoints import complete_when_done, resolve_checkpoint
-from .config import NoisyLabelConfig
+from .config import NoisyLabelConfig, check_parallelism
 from .context import TrainerContext
 from .data import SampleIndexCollator, model_task, prepare_train_dataset, with_given_labels
 from .distributed import gather_rows
@@ -122,6 +122,7 @@ class NoisyLabelTrainer(Trainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
+        check_parallelism(method_class.name, fsdp=self.is_fsdp_enabled, deepspeed=self.is_deepspeed_enabled)
         if method_class.restarts_optimizer and self.optimizer is not None and self.optimizer_cls_and_kwargs is None:
             raise ValueError(
                 f"lnl_method={method_class.name!r} builds a fresh optimiser during training, so it cannot use an "
