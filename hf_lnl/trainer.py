@@ -230,8 +230,12 @@ class NoisyLabelTrainer(Trainer):
     def restart_optimization(self) -> None:
         """Replace the optimiser and learning-rate schedule by fresh ones of the same type (IDO's stage 2).
 
-        The schedule spans `method.training_steps(max_steps)`; the global step keeps counting.
+        The schedule spans `method.training_steps(max_steps)`; the global step keeps counting. The old optimiser's
+        state is freed and it leaves accelerate's list (where a grad scaler would unscale the shared gradients again).
         """
+        old = self.optimizer
+        self.accelerator._optimizers = [o for o in self.accelerator._optimizers if o is not old]
+        getattr(old, "optimizer", old).state.clear()
         self.optimizer, self.lr_scheduler = None, None
         self.create_optimizer()
         self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
