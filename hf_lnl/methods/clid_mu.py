@@ -423,6 +423,11 @@ class CLIDMU(LNLMethod):
                 f"The checkpoint's CLID-MU meta network has clid_meta_hidden_size={saved[0]} and "
                 f"clid_meta_optimizer={saved[1]!r}; resume with the same settings."
             )
+        if metadata.get("scope", self.args.clid_scope) != self.args.clid_scope:  # its meta network learnt that scope
+            raise ValueError(
+                f"The checkpoint's CLID-MU run used clid_scope={metadata['scope']!r}, this run clid_scope="
+                f"{self.args.clid_scope!r}; resume with clid_scope={metadata['scope']!r}."
+            )
         self.meta_weight[:-1] = tensors["meta_weight"].to(self.meta_weight.device, self.meta_weight.dtype)
         self.meta_set_indices = tensors["meta_set_indices"].numpy().astype(np.int64)
         self._prepare_meta_set()
