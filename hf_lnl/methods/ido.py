@@ -200,6 +200,8 @@ class IDO(LNLMethod):
             if "pixel_values" in inputs:
                 image_processor = getattr(processor, "image_processor", processor)
                 if image_processor is None or not hasattr(image_processor, "image_mean"):
+                    if f"pixel_values{STRONG_SUFFIX}" in inputs:
+                        return None  # the collator makes the strong view; the weak one is the batch as given
                     raise ValueError(
                         "lnl_method='ido' augments images with the processor's normalisation: pass the image "
                         "processor as `processing_class=`, or supply `pixel_values_strong` from your collator."
@@ -207,6 +209,9 @@ class IDO(LNLMethod):
                 self._views = ImageViews.from_processor(image_processor)
             elif "input_ids" in inputs:
                 tokenizer = getattr(processor, "tokenizer", processor)
+                masker_possible = hasattr(tokenizer, "all_special_ids") or self.args.ido_mask_token_id is not None
+                if f"input_ids{STRONG_SUFFIX}" in inputs and not masker_possible:
+                    return None  # the collator makes the strong view: nothing to mask
                 self._views = _text_masker(tokenizer, self.args, unwrap_model(self.context.model).config)
         return self._views
 
