@@ -19,7 +19,7 @@ from .report import clean_dataset, cleanlab_inputs
 from .state import CheckpointStateError
 from .trainer import NoisyLabelTrainer
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "IGNORE_INDEX",
