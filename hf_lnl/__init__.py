@@ -4,6 +4,7 @@ from .callbacks import WrongEventCallback
 from .clid import clid
 from .config import NoisyLabelConfig
 from .data import IGNORE_INDEX, add_sample_index
+from .finite import NonFiniteGradientError, NonFiniteLossError, NonFiniteTrainingError
 from .human_noise import attach_human_noise, load_cifar_n_labels
 from .methods import Citation, LNLMethod, MethodContext, MethodOutput, get_method, register_method
 from .metrics import (
@@ -16,9 +17,9 @@ from .metrics import (
 from .noise import NoiseSummary, add_label_noise, noise_summary, text_embeddings
 from .report import clean_dataset, cleanlab_inputs
 from .state import CheckpointStateError
-from .trainer import NoisyLabelTrainer, NonFiniteLossError
+from .trainer import NoisyLabelTrainer
 
-__version__ = "0.2.0"
+__version__ = "0.2.1"
 
 __all__ = [
     "IGNORE_INDEX",
@@ -30,7 +31,9 @@ __all__ = [
     "NoiseSummary",
     "NoisyLabelConfig",
     "NoisyLabelTrainer",
+    "NonFiniteGradientError",
     "NonFiniteLossError",
+    "NonFiniteTrainingError",
     "WrongEventCallback",
     "accuracy",
     "add_label_noise",

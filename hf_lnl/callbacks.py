@@ -156,6 +156,12 @@ class EpochEventsCallback(TrainerCallback):
     def __init__(self, trainer: Any):
         self.trainer = trainer
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        tracker = self.trainer.tracker
+        if tracker is not None and tracker.epoch_open and state.global_step > 0 and float(state.epoch).is_integer():
+            # Resumed from a checkpoint saved at an epoch's last step: that epoch ended after the save, so end it now.
+            self.on_epoch_end(args, state, control)
+
     def on_epoch_begin(self, args, state, control, **kwargs):
         if self.trainer.tracker is not None:
             self.trainer.tracker.start_epoch()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -80,7 +82,8 @@ class NoisyLabelConfig(TrainingArguments):
             classifiers under DDP).
         ddp_find_unused_parameters: `False` (classifiers use all their parameters; saves a graph traversal).
 
-    Each method validates its own settings (`LNLMethod.check_args`) when the config is built.
+    Each method validates its own settings (`LNLMethod.check_args`) when the config is built. FSDP and DeepSpeed are
+    refused for every method (`check_parallelism`): hf_lnl trains on one device or with DDP.
 
     Example:
         >>> args = NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6)
@@ -155,6 +158,12 @@ class NoisyLabelConfig(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        # Before TrainingArguments builds the FSDP / DeepSpeed plugins: refused from the arguments alone.
+        check_parallelism(
+            self.lnl_method,
+            fsdp=bool(self.fsdp) or _env_flag("ACCELERATE_USE_FSDP"),
+            deepspeed=bool(self.deepspeed) or _env_flag("ACCELERATE_USE_DEEPSPEED"),
+        )
         if self.metric_for_best_model in ("clid", "eval_clid") and self.greater_is_better is None:
             self.greater_is_better = False  # lower CLID is better; Trainer would guess True for a non-loss name
         super().__post_init__()
@@ -183,8 +192,35 @@ class NoisyLabelConfig(TrainingArguments):
             raise ValueError(f"clid_meta_set_size must be at least 1, got {self.clid_meta_set_size}.")
         if self.clid_meta_batch_size < 2:
             raise ValueError("clid_meta_batch_size must be at least 2: CLID compares samples with each other.")
+        if not (self.clid_temperature > 0 and math.isfinite(self.clid_temperature)):  # eval_clid uses it too
+            raise ValueError(f"clid_temperature must be a positive number, got {self.clid_temperature}.")
         if self.metric_for_best_model in ("clid", "eval_clid"):
             self.clid_eval = True
             if self.greater_is_better:
                 raise ValueError("metric_for_best_model='clid' needs greater_is_better=False (lower CLID is better).")
         method.check_args(self)
+
+
+def check_parallelism(lnl_method: str, *, fsdp: bool, deepspeed: bool) -> None:
+    """Refuse FSDP and DeepSpeed, which no `lnl_method` has been tested with (README, "Many GPUs", has the table).
+
+    Raises:
+        ValueError: `fsdp` or `deepspeed` is on; the message names the method and the supported alternative.
+
+    Example:
+        >>> check_parallelism("gce", fsdp=False, deepspeed=False)  # DDP or one device: fine
+    """
+    if not (fsdp or deepspeed):
+        return
+    what = "FSDP" if fsdp else "DeepSpeed"
+    raise ValueError(
+        f"lnl_method={lnl_method!r} has not been tested under {what}, so hf_lnl refuses it before training (IDO's "
+        "optimiser restart and base-model snapshot and CLID-MU's look-ahead need whole, unsharded parameters and an "
+        "optimiser of hf_lnl's own; the per-sample tracking of the other methods is untested there). Train on one "
+        f"device or with DDP (`accelerate launch --multi_gpu`): remove {'fsdp' if fsdp else 'deepspeed'} from the "
+        "arguments or the accelerate config."
+    )
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")

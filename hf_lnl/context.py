@@ -101,7 +101,8 @@ class TrainerContext(MethodContext):
         collator = trainer.data_collator
         if not isinstance(trainer.train_dataset, datasets.Dataset):
             collator = trainer._get_collator_with_removed_columns(collator)
-        return strip_labels(trainer._prepare_inputs(collator(rows)), self.args.sample_index_column)
+        batch = trainer._prepare_inputs(collator(rows))
+        return strip_labels(batch, self.args.sample_index_column, self.args.label_column)
 
     def export_state(self, folder: str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         tracker = self._tracker()

@@ -16,6 +16,26 @@ logger = logging.getLogger(__name__)
 IGNORE_INDEX = -100  # PyTorch's CrossEntropyLoss ignore_index: a sample with this label is never trained or counted
 LABEL_COLUMN_CANDIDATES = ("label", "labels")
 LABEL_KEYS = ("labels", "label")  # batch keys that must not reach a label-free forward
+SINGLE_LABEL, MULTI_LABEL, REGRESSION = "single_label_classification", "multi_label_classification", "regression"
+
+
+def model_task(model: Any) -> str | None:
+    """What the model's head does, read from its config, never from the labels: `"regression"` (`num_labels == 1` or
+    `problem_type="regression"`), `"multi_label_classification"` or `"single_label_classification"` (its
+    `problem_type`, else `num_labels > 1`); None for a model without a config (e.g. one built by `model_init`).
+
+    Example:
+        >>> model_task(BertForSequenceClassification(BertConfig(num_labels=1)))
+        'regression'
+    """
+    config = getattr(model, "config", None)
+    problem_type = getattr(config, "problem_type", None)
+    num_labels = getattr(config, "num_labels", None)
+    if problem_type in (SINGLE_LABEL, MULTI_LABEL, REGRESSION):
+        return problem_type
+    if not isinstance(num_labels, int):
+        return None
+    return REGRESSION if num_labels == 1 else SINGLE_LABEL
 
 
 def add_sample_index(dataset: datasets.Dataset, column: str = "sample_index") -> datasets.Dataset:
@@ -89,13 +109,30 @@ def read_label_info(
     clean_label_column: str,
     num_labels: int | None,
     require_integer: bool,
+    task: str | None = None,
 ) -> LabelInfo:
     """Read and validate the labels of a `datasets.Dataset`, ordered by `index_column`.
 
+    `task` (`model_task`) decides what the labels are: a single-label classifier's labels are class ids (whole-number
+    floats included); a regression or multi-label model's labels are not tracked. Without a task (no model config),
+    one integer per sample counts as class ids.
+
     Raises `ValueError` naming the column and value for labels outside `[0, num_labels)` (other than -100), a
-    `ClassLabel` feature that disagrees with `num_labels`, and (when `require_integer`) non-integer labels.
+    `ClassLabel` feature that disagrees with `num_labels`, a classifier's 1-D labels that are not whole numbers, and
+    (when `require_integer`) anything but a single-label classifier with class ids.
     """
     column = find_label_column(dataset.column_names, label_column)
+    if task in (REGRESSION, MULTI_LABEL):
+        what = "num_labels=1" if task == REGRESSION and num_labels == 1 else f"problem_type={task!r}"
+        reason = f"the model is a {task.replace('_', ' ')} model ({what})"
+        if require_integer:
+            raise ValueError(
+                f"Noise-robust methods need a single-label classifier, but {reason}. Load the model with "
+                "num_labels=<number of classes>, or use lnl_method='none' to train it without per-sample tracking."
+            )
+        return LabelInfo(column, None, None, reason)
+    if label_column is None and set(LABEL_COLUMN_CANDIDATES) <= set(dataset.column_names):
+        _warn_if_labels_differ(dataset)
     feature = dataset.features.get(column)
     if isinstance(feature, datasets.ClassLabel) and num_labels is not None and feature.num_classes != num_labels:
         raise ValueError(
@@ -105,13 +142,18 @@ def read_label_info(
     order = _read_column(dataset, index_column)
     labels = _read_column(dataset, column)
     reason = _untracked_reason(labels)
+    if reason is not None and task == SINGLE_LABEL and labels.ndim == 1 and np.issubdtype(labels.dtype, np.floating):
+        raise ValueError(
+            f"Column {column!r} holds {reason}, but the model is a single-label classifier (num_labels={num_labels}) "
+            "whose labels are class ids. Fix the labels, or load a regression model (num_labels=1) for real targets."
+        )
     if reason is not None:
         if require_integer:
             raise ValueError(
                 f"Column {column!r} holds {reason}; noise-robust methods need one integer class id per sample. "
                 "Use lnl_method='none' for other label types."
             )
-        return LabelInfo(column, None, None, reason)
+        return LabelInfo(column, None, None, f"column {column!r} holds {reason}")
     labels = _in_index_order(labels.astype(np.int64), order)
     check_labels(labels, num_labels, column)
     clean = None
@@ -137,6 +179,15 @@ def check_labels(labels: np.ndarray, num_labels: int | None, column: str) -> Non
             f"Column {column!r} holds the label {int(valid.max())} ({count} samples at or above "
             f"num_labels={num_labels}); the model has {num_labels} classes. Load the model with "
             f"num_labels={int(valid.max()) + 1} or fix the labels."
+        )
+
+
+def _warn_if_labels_differ(dataset: datasets.Dataset) -> None:
+    label, labels = (_read_column(dataset, name) for name in LABEL_COLUMN_CANDIDATES)
+    if label.shape != labels.shape or not np.array_equal(label, labels):
+        logger.warning(
+            "The training set has both a 'label' and a 'labels' column, with different values: hf_lnl trains, counts "
+            "and reports on 'label' (label_column=None picks it). Set label_column='labels' to use the other one."
         )
 
 
@@ -251,18 +302,22 @@ def prepare_train_dataset(
     num_labels: int | None,
     method_name: str,
     require_class_labels: bool,
+    task: str | None = None,
+    rows_per_batch: int = 1,
 ) -> tuple[Any, LabelInfo | None, str | None]:
     """Number the training samples and read their labels, before any training starts.
 
     A `datasets.Dataset` gains `index_column` (kept through any `with_transform`); any other map-style dataset of dicts
-    is wrapped in `IndexedDataset`. Labels are validated by `read_label_info`.
+    is wrapped in `IndexedDataset`. Labels are validated by `read_label_info` against the model's `task`.
+    `rows_per_batch` is the fewest rows one training step needs (a global batch under `dataloader_drop_last`).
 
     Returns:
         `(dataset, label info, why per-sample tracking is off)`; the last is None when tracking works.
 
     Raises:
         ValueError: the method needs class labels and the training set cannot give them (iterable dataset, labels
-            that are not one class id per sample), or a label is out of range.
+            that are not one class id per sample, a regression model), a label is out of range, or the training set
+            has fewer than `rows_per_batch` rows (none at all, or not one whole batch under `dataloader_drop_last`).
 
     Example:
         >>> train, info, untracked = prepare_train_dataset(
@@ -283,11 +338,13 @@ def prepare_train_dataset(
             )
         logger.warning("The training set is an iterable dataset: per-sample wrong-event tracking is off.")
         return dataset, None, "iterable training set of unknown length"
+    _check_size(len(dataset), rows_per_batch)
     options = dict(
         index_column=index_column,
         clean_label_column=clean_label_column,
         num_labels=num_labels,
         require_integer=require_class_labels,
+        task=task,
     )
     if isinstance(dataset, datasets.Dataset):
         dataset = keep_index_through_transform(add_sample_index(dataset, index_column), index_column)
@@ -297,8 +354,19 @@ def prepare_train_dataset(
         table = _torch_dataset_labels(dataset, label_column, clean_label_column)
         info = read_label_info(table, label_column="label", **options)
     if info.reason_untracked is not None:
-        logger.warning(f"Per-sample wrong-event tracking is off: the training set has {info.reason_untracked}.")
+        logger.warning(f"Per-sample wrong-event tracking is off: {info.reason_untracked}.")
     return dataset, info, info.reason_untracked
+
+
+def _check_size(num_rows: int, rows_per_batch: int) -> None:
+    if num_rows == 0:
+        raise ValueError("The training set is empty (0 rows): pass a training set with at least one sample.")
+    if num_rows < rows_per_batch:
+        raise ValueError(
+            f"The training set has {num_rows} rows, fewer than one batch of {rows_per_batch} "
+            "(per_device_train_batch_size x processes), and dataloader_drop_last=True drops that incomplete batch, "
+            "so no training step would run. Set dataloader_drop_last=False or lower per_device_train_batch_size."
+        )
 
 
 def _torch_dataset_labels(
@@ -329,13 +397,31 @@ def select_rows(dataset: Any, indices: np.ndarray) -> Any:
     return torch.utils.data.Subset(dataset, [int(i) for i in indices])
 
 
-def strip_labels(batch: dict[str, Any], index_column: str) -> dict[str, Any]:
-    """Drop the labels and the per-sample id from a collated batch, leaving model inputs only (in place).
+def strip_labels(batch: dict[str, Any], index_column: str, label_column: str | None = None) -> dict[str, Any]:
+    """Drop the labels (`label_column` too) and the per-sample id from a collated batch, leaving model inputs only (in
+    place).
 
     Example:
         >>> strip_labels({"input_ids": [[1]], "labels": [0], "sample_index": [3]}, "sample_index")
         {'input_ids': [[1]]}
     """
-    for key in (*LABEL_KEYS, index_column):
+    for key in (*LABEL_KEYS, index_column, label_column):
         batch.pop(key, None)
     return batch
+
+
+def with_given_labels(
+    inputs: dict[str, Any], sample_index: torch.Tensor, labels: torch.Tensor, label_column: str | None
+) -> dict[str, Any]:
+    """Give a training batch the validated labels of its samples as `labels` (in place), whatever the collator made
+    of the dataset's label columns: the configured `label_column` is then what the loss, the wrong-event counts and the
+    report all use, and whole-number float labels reach the model as class ids.
+
+    Example:
+        >>> with_given_labels({"input_ids": ids, "label": noisy}, torch.tensor([2, 0]), torch.tensor([1, 0, 3]), None)
+        {'input_ids': ids, 'labels': tensor([3, 1])}
+    """
+    for key in {*LABEL_KEYS, label_column} - {None}:
+        inputs.pop(key, None)
+    inputs["labels"] = labels[sample_index.to(labels.device)].long()
+    return inputs

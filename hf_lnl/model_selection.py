@@ -65,7 +65,7 @@ def evaluate_clid(trainer: Trainer, dataset: Any = None) -> float:
     try:
         with torch.no_grad(), HeadFeatureCapture(model, args.clid_head_module) as capture:
             for batch in dataloader:
-                batch = strip_labels(trainer._prepare_inputs(batch), args.sample_index_column)
+                batch = strip_labels(trainer._prepare_inputs(batch), args.sample_index_column, args.label_column)
                 batch_logits = model(**batch)["logits"]
                 batch_features = sample_features(capture.features, batch.get("attention_mask"))
                 gathered = trainer.accelerator.gather_for_metrics((batch_features.float(), batch_logits.float()))

@@ -568,15 +568,19 @@ def clean_dataset(
     return dataset.add_column(index_column, np.arange(len(dataset)))
 
 
-def cleanlab_inputs(trainer: Trainer, dataset: Any = None) -> tuple[np.ndarray, np.ndarray]:
+def cleanlab_inputs(
+    trainer: Trainer, dataset: Any = None, return_index: bool = False
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """`(labels, pred_probs)` for `cleanlab.filter.find_label_issues(labels=..., pred_probs=...)`.
 
     Predicted probabilities come from one eval-mode pass over the training set (in-sample; cleanlab prefers
-    out-of-sample probabilities from cross-validation), in `sample_index` order.
+    out-of-sample probabilities from cross-validation), in `sample_index` order. Samples whose label is -100 (ignored
+    in training) are left out, since cleanlab needs a class for every row; `return_index=True` also returns the
+    `sample_index` of each row kept.
 
     Example:
-        >>> labels, pred_probs = cleanlab_inputs(trainer)
-        >>> issues = cleanlab.filter.find_label_issues(labels=labels, pred_probs=pred_probs)
+        >>> labels, pred_probs, index = cleanlab_inputs(trainer, return_index=True)
+        >>> issues = index[cleanlab.filter.find_label_issues(labels=labels, pred_probs=pred_probs)]
     """
     dataset = dataset if dataset is not None else trainer.train_dataset
     logits = trainer.predict(dataset).predictions
@@ -588,4 +592,7 @@ def cleanlab_inputs(trainer: Trainer, dataset: Any = None) -> tuple[np.ndarray, 
         ordered = np.empty_like(probabilities)
         ordered[np.asarray(dataset[column][:])] = probabilities
         probabilities = ordered
-    return np.asarray(trainer.label_info.labels), probabilities.astype(np.float32)
+    labels = np.asarray(trainer.label_info.labels)
+    kept = np.flatnonzero(labels != IGNORE_INDEX)
+    result = (labels[kept], probabilities[kept].astype(np.float32))
+    return (*result, kept) if return_index else result

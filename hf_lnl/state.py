@@ -7,7 +7,12 @@ training set it belongs to (size and a checksum of the labels), the tracker's an
 per-epoch noise-rate estimates. safetensors cannot execute code on load, unlike pickle. Files are written under a
 temporary name and renamed, so a crash never leaves a half-written state file.
 
-Schema versions: 1 (hf_lnl 0.1, one metadata layout per writer) is read and converted; 2 is written.
+The metadata also holds a SHA-256 checksum of each tensor (dtype, shape and bytes), checked on load, so a flipped bit
+in the tensor data is refused like a corrupt header; the tracker's counters are also checked for their ranges (which
+is all files without checksums get).
+
+Schema versions: 1 (hf_lnl 0.1, one metadata layout per writer) is read and converted; 2 (hf_lnl 0.2.0, no tensor
+checksums) is read; 3 is written.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 STATE_FILE_NAME = "hf_lnl_state.safetensors"
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 STATE_KINDS = ("checkpoint", "ido_stage1", "callback")
 _METADATA_KEY = "hf_lnl"
 _TRACKER_PREFIX, _METHOD_PREFIX = "tracker.", "method."
+MAX_VIEWS = 8  # the tracker's `seen` is a uint8 bit set: at most 8 views, so 8 wrong events per sample and epoch
+UNSEEN_PREDICTION = -1
+IGNORED_LABEL = -100
 
 
 class CheckpointStateError(ValueError):
@@ -117,17 +125,31 @@ def save_training_state(folder: str, state: TrainingState) -> str:
         "noise_rate_history": list(state.noise_rate_history),
     }
     cpu_tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    metadata["tensor_sha256"] = {name: tensor_checksum(t) for name, t in cpu_tensors.items()}
     save_file(cpu_tensors, tmp_path, metadata={_METADATA_KEY: json.dumps(metadata)})
     os.replace(tmp_path, path)
     return path
 
 
+def tensor_checksum(tensor: torch.Tensor) -> str:
+    """SHA-256 of a CPU tensor's dtype, shape and bytes.
+
+    Example:
+        >>> tensor_checksum(torch.zeros(3, dtype=torch.int32))[:12]
+        '615015d4450d'
+    """
+    digest = hashlib.sha256(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+    digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def load_training_state(folder: str) -> TrainingState:
-    """Read the state file in `folder` (schema 1 or 2).
+    """Read the state file in `folder` (schema 1, 2 or 3), checking each tensor's checksum (schema 3) and the ranges of
+    the tracker's counters.
 
     Raises:
-        CheckpointStateError: the file is missing, corrupt or of a schema this hf_lnl does not read; the message
-            names the file and what to do.
+        CheckpointStateError: the file is missing, corrupt (a tensor that fails its checksum or holds impossible
+            counts included) or of a schema this hf_lnl does not read; the message names the file and what to do.
     """
     path = os.path.join(folder, STATE_FILE_NAME)
     if not os.path.isfile(path):
@@ -151,10 +173,12 @@ def load_training_state(folder: str) -> TrainingState:
             f"The hf_lnl state file {path!r} has schema version {version!r}; this hf_lnl reads schema versions "
             f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))}. Resume with the hf_lnl version that wrote it."
         )
+    if version >= 3:
+        _check_checksums(path, tensors, metadata.get("tensor_sha256"))
     try:
         if version == 1:
             metadata = _from_schema_1(metadata, tensors)
-        return TrainingState(
+        state = TrainingState(
             kind=metadata["kind"],
             lnl_method=metadata["lnl_method"],
             num_samples=int(metadata["num_samples"]),
@@ -170,6 +194,50 @@ def load_training_state(folder: str) -> TrainingState:
         raise CheckpointStateError(
             f"The hf_lnl state file {path!r} lacks {error} in its metadata. Resume from an earlier checkpoint folder."
         ) from error
+    _check_tracker_ranges(path, state)
+    return state
+
+
+def _check_checksums(path: str, tensors: dict[str, torch.Tensor], checksums: Any) -> None:
+    if not isinstance(checksums, dict) or set(checksums) != set(tensors):
+        raise CheckpointStateError(
+            f"The hf_lnl state file {path!r} is corrupt (its tensor checksums do not list its tensors). Resume from "
+            "an earlier checkpoint folder."
+        )
+    for name, tensor in tensors.items():
+        if tensor_checksum(tensor) != checksums[name]:
+            raise CheckpointStateError(
+                f"The hf_lnl state file {path!r} is corrupt: the data of tensor {name!r} fails its SHA-256 checksum. "
+                "Resume from an earlier checkpoint folder."
+            )
+
+
+def _check_tracker_ranges(path: str, state: TrainingState) -> None:
+    """Counts within what the epochs allow, predictions and labels within their codes (files without checksums)."""
+    tensors, meta = state.tracker_tensors, state.tracker_metadata
+    epochs = int(meta["epochs_completed"]) + int(bool(meta.get("epoch_open"))) if "epochs_completed" in meta else None
+    limits = {
+        "wrong_events": (0, None if epochs is None else MAX_VIEWS * epochs),
+        "predictions": (UNSEEN_PREDICTION, None),
+        "previous_predictions": (UNSEEN_PREDICTION, None),
+        "labels": (IGNORED_LABEL, None),
+    }
+    for name, tensor in tensors.items():
+        low, high = limits.get(name, (None, None))
+        problem = None
+        if tensor.dim() != 1 or tensor.numel() != state.num_samples:
+            problem = f"shape {tuple(tensor.shape)} for {state.num_samples} samples"
+        elif tensor.numel() and low is not None and int(tensor.min()) < low:
+            problem = f"the value {int(tensor.min())} below {low}"
+        elif tensor.numel() and high is not None and int(tensor.max()) > high:
+            problem = f"the value {int(tensor.max())} above {high} ({epochs} epochs counted)"
+        elif name == "labels" and bool(((tensor < 0) & (tensor != IGNORED_LABEL)).any()):
+            problem = "a negative label other than -100"
+        if problem is not None:
+            raise CheckpointStateError(
+                f"The hf_lnl state file {path!r} is corrupt: tracker tensor {name!r} holds {problem}. Resume from an "
+                "earlier checkpoint folder."
+            )
 
 
 def _from_schema_1(metadata: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:

@@ -150,12 +150,20 @@ class WrongEventTracker:
         }
 
     def load_state_dict(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
-        """Restore `state_dict()` + `metadata()`; raises `ValueError` if the sizes do not match."""
+        """Restore `state_dict()` + `metadata()`; raises `ValueError` if the sizes do not match or a count is more than
+        the epochs allow."""
         size = tensors["wrong_events"].numel()
         if size != self.num_samples:
             raise ValueError(
                 f"The saved wrong-event state covers {size} samples but the training set has {self.num_samples}. "
                 "Resume with the same training set the checkpoint was made with."
+            )
+        epochs = int(metadata["epochs_completed"]) + int(bool(metadata["epoch_open"]))
+        if size and int(tensors["wrong_events"].max()) > self.num_views * epochs:
+            raise ValueError(
+                f"The saved wrong-event state holds {int(tensors['wrong_events'].max())} wrong events for one sample, "
+                f"more than {self.num_views} views x {epochs} epochs allow: it is corrupt. Resume from an earlier "
+                "checkpoint."
             )
         for name in _STATE_TENSORS:
             target = getattr(self, name)

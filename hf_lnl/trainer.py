@@ -15,15 +15,16 @@ from typing import Any
 
 import datasets
 import torch
-import torch.nn.functional as F
 from transformers import Trainer, TrainerCallback, get_scheduler
-from transformers.trainer_utils import get_last_checkpoint
 
+from .accumulation import method_loss_is_scaled_for_ga
 from .callbacks import EpochEventsCallback
-from .config import NoisyLabelConfig
+from .checkpoints import complete_when_done, resolve_checkpoint
+from .config import NoisyLabelConfig, check_parallelism
 from .context import TrainerContext
-from .data import IGNORE_INDEX, SampleIndexCollator, prepare_train_dataset
+from .data import SampleIndexCollator, model_task, prepare_train_dataset, with_given_labels
 from .distributed import gather_rows
+from .finite import check_gradient, check_weights, finite_samples, non_finite_loss
 from .methods import MethodOutput, get_method
 from .methods.base import undeclared_names
 from .model_selection import evaluate_clid
@@ -32,10 +33,6 @@ from .state import TrainingState, labels_checksum, load_training_state, save_tra
 from .tracking import WrongEventTracker
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(RuntimeError):
-    """A training loss was NaN or infinite; raised before the optimiser step, so no weights were touched."""
 
 
 class _LabelFreeEvaluation:
@@ -53,9 +50,9 @@ class NoisyLabelTrainer(Trainer):
 
     Accepts exactly what `Trainer` accepts (plus `clid_dataset`, a label-free set for `eval_clid`). With
     `lnl_method="none"` it trains like `Trainer` and counts per-sample wrong events; other methods replace the loss.
-    After training, `noise_report()` gives one row per training sample. A non-finite loss stops training with
-    `NonFiniteLossError` before the optimiser step (where `Trainer` would skip it silently), naming the step and the
-    samples, so the last checkpoint stays the last good one.
+    After training, `noise_report()` gives one row per training sample. A non-finite loss or gradient stops training
+    before the optimiser step (`NonFiniteLossError` naming the samples, `NonFiniteGradientError`; `Trainer` would step
+    anyway), and non-finite weights are never saved, so the last checkpoint stays the last good one.
 
     Example:
         >>> args = NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6)
@@ -104,6 +101,8 @@ class NoisyLabelTrainer(Trainer):
             num_labels=getattr(getattr(model, "config", None), "num_labels", None),
             method_name=method_class.name,
             require_class_labels=method_class.requires_class_labels,
+            task=model_task(model),
+            rows_per_batch=args.train_batch_size * args.world_size if args.dataloader_drop_last else 1,
         )
         if eval_dataset is None and args.clid_eval and args.eval_strategy != "no":
             eval_dataset = LABEL_FREE_EVALUATION  # evaluate() then computes eval_clid alone: no clean set needed
@@ -122,6 +121,7 @@ class NoisyLabelTrainer(Trainer):
             optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
             preprocess_logits_for_metrics=preprocess_logits_for_metrics,
         )
+        check_parallelism(method_class.name, fsdp=self.is_fsdp_enabled, deepspeed=self.is_deepspeed_enabled)
         if method_class.restarts_optimizer and self.optimizer is not None and self.optimizer_cls_and_kwargs is None:
             raise ValueError(
                 f"lnl_method={method_class.name!r} builds a fresh optimiser during training, so it cannot use an "
@@ -132,8 +132,10 @@ class NoisyLabelTrainer(Trainer):
         self.clid_dataset = clid_dataset
         self.method = method_class(TrainerContext(self))
         if self.method.returns_batch_mean:
-            self.loss_is_scaled_for_ga = False  # a batch mean: the Trainer must not rescale it for accumulation
+            self.loss_is_scaled_for_ga = False  # a batch mean: the Trainer divides it (probed under accumulation)
+        self._probe_accumulation = self.method.returns_batch_mean and args.gradient_accumulation_steps > 1
         self.tracker: WrongEventTracker | None = None
+        self._given_labels: torch.Tensor | None = None  # the validated labels, on device, in sample_index order
         self.noise_rate_history: list[float] = []  # per epoch: share of samples with noise_score > threshold
         self._metrics: dict[str, list[torch.Tensor | float]] = defaultdict(list)
         self.add_callback(EpochEventsCallback(self))
@@ -146,10 +148,7 @@ class NoisyLabelTrainer(Trainer):
 
     def train(self, resume_from_checkpoint: str | bool | None = None, trial: Any = None, **kwargs: Any) -> Any:
         """`Trainer.train`, after setting up per-sample state and restoring it from the checkpoint if resuming."""
-        if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
-            if resume_from_checkpoint is None:
-                raise ValueError(f"No valid checkpoint found in output directory ({self.args.output_dir}).")
+        resume_from_checkpoint = resolve_checkpoint(resume_from_checkpoint, self.args.output_dir)
         self._setup_lnl_state()
         if resume_from_checkpoint and self.tracker is not None:
             self._load_lnl_state(resume_from_checkpoint)
@@ -166,6 +165,11 @@ class NoisyLabelTrainer(Trainer):
                 f"A training batch arrived without the {self.args.sample_index_column!r} column. A custom "
                 "`with_transform` or collator dropped it: return it unchanged from your transform."
             )
+        if self.tracker is not None:  # the configured label column, as validated, whatever the collator made of it
+            inputs = with_given_labels(inputs, sample_index, self._given_labels, self.args.label_column)
+        if self._probe_accumulation:
+            self._probe_accumulation = False
+            self.loss_is_scaled_for_ga = method_loss_is_scaled_for_ga(self, self.model, inputs, num_items_in_batch)
         result = self.method.compute_loss(model, inputs, sample_index, num_items_in_batch)
         self._record(sample_index, result)
         return (result.loss, result.outputs) if return_outputs else result.loss
@@ -201,12 +205,19 @@ class NoisyLabelTrainer(Trainer):
         return self.lr_scheduler
 
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        # Written before the Trainer's own files, so a checkpoint pushed to the Hub already holds it.
         folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-        if self.args.should_save and self.tracker is not None:
-            self.save_lnl_state(folder)
-            self.create_model_card(output_dir=folder)
-        super()._save_checkpoint(model, trial)
+        check_weights(model, self.state, folder)
+        with complete_when_done(self, folder):  # the checkpoint counts once the marker is written, after every file
+            # Written before the Trainer's own files, so a checkpoint pushed to the Hub already holds it.
+            if self.args.should_save and self.tracker is not None:
+                self.save_lnl_state(folder)
+                self.create_model_card(output_dir=folder)
+            super()._save_checkpoint(model, trial)
+
+    def _get_grad_norm(self, model: Any, grad_norm: Any = None) -> Any:
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        check_gradient(grad_norm, model, self.accelerator.scaler, self.state)  # before the optimiser step
+        return grad_norm
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._metrics:  # a training log: flush the method's metrics since the last one
@@ -223,8 +234,12 @@ class NoisyLabelTrainer(Trainer):
     def restart_optimization(self) -> None:
         """Replace the optimiser and learning-rate schedule by fresh ones of the same type (IDO's stage 2).
 
-        The schedule spans `method.training_steps(max_steps)`; the global step keeps counting.
+        The schedule spans `method.training_steps(max_steps)`; the global step keeps counting. The old optimiser's
+        state is freed and it leaves accelerate's list (where a grad scaler would unscale the shared gradients again).
         """
+        old = self.optimizer
+        self.accelerator._optimizers = [o for o in self.accelerator._optimizers if o is not old]
+        getattr(old, "optimizer", old).state.clear()
         self.optimizer, self.lr_scheduler = None, None
         self.create_optimizer()
         self.optimizer = self.accelerator.prepare_optimizer(self.optimizer)
@@ -343,39 +358,23 @@ class NoisyLabelTrainer(Trainer):
         self.tracker = WrongEventTracker(
             len(self.label_info.labels), num_views=self.method.num_views, device=self.args.device
         )
+        self._given_labels = torch.as_tensor(self.label_info.labels, dtype=torch.int32, device=self.args.device)
         self.method.setup()
 
     def _record(self, sample_index: torch.Tensor | None, result: MethodOutput) -> None:
         """Count each returned view's wrong events, stop on a non-finite loss, queue the method's metrics."""
-        labels = result.labels
+        labels, tracked = result.labels, self.tracker is not None
         for view, logits in enumerate(result.view_logits):
             logits = logits.detach()
-            finite = torch.isfinite(logits).all(dim=-1)
-            if result.per_sample_loss is not None:
-                finite &= torch.isfinite(result.per_sample_loss.detach())
-            elif labels is not None and labels.dim() == 1:
-                per_sample = F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
-                finite &= torch.isfinite(per_sample)
-                # A non-finite batch loss with finite per-sample losses blames the whole batch.
-                finite &= torch.isfinite(result.loss.detach()) | ~finite.all()
-            else:
-                finite &= torch.isfinite(result.loss.detach())
-            if self.tracker is None or sample_index is None or labels is None:
+            finite = finite_samples(logits, labels, result.loss, result.per_sample_loss, classification=tracked)
+            if not tracked or sample_index is None or labels is None:
                 (all_finite,) = gather_rows(finite.all().reshape(1))
                 if not bool(all_finite.all()):
-                    self._raise_non_finite(None)
+                    raise non_finite_loss(self.state, None)
                 continue
             index, predictions, given, finite = gather_rows(sample_index, logits.argmax(dim=-1), labels, finite)
             self.tracker.update(index, predictions, given, view=view, gather=False)
             if not bool(finite.all()):
-                self._raise_non_finite(index[~finite])
+                raise non_finite_loss(self.state, index[~finite])
         for name, value in result.metrics.items():
             self._metrics[name].append(value.detach() if isinstance(value, torch.Tensor) else value)
-
-    def _raise_non_finite(self, bad_index: torch.Tensor | None) -> None:
-        where = "unknown samples" if bad_index is None else f"sample_index {sorted(set(bad_index.tolist()))[:20]}"
-        raise NonFiniteLossError(
-            f"Non-finite training loss at global step {self.state.global_step} (epoch {self.state.epoch:.2f}), "
-            f"from {where}. Training stopped before the optimiser step; checkpoints already written are intact. "
-            "Lower the learning rate, enable max_grad_norm, or inspect those samples (inputs and labels)."
-        )

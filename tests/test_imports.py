@@ -93,3 +93,19 @@ def test_the_cycle_finder_sees_a_cycle_through_a_type_checking_block(tmp_path):
     (package / "a.py").write_text("from .b import x\n")
     (package / "b.py").write_text("if TYPE_CHECKING:\n    from . import a\n")
     assert find_import_cycle(package) == ["pkg.a", "pkg.b", "pkg.a"]
+
+
+def test_the_trainer_stays_thin():
+    """trainer.py is wiring: at most 400 lines, no comparison with a method's name, no import of a method's module."""
+    from hf_lnl.methods import METHOD_NAMES
+
+    path = PACKAGE / "trainer.py"
+    assert len(path.read_text().splitlines()) <= 400
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            constants = {n.value for n in ast.walk(node) if isinstance(n, ast.Constant)}
+            assert not constants & set(METHOD_NAMES), ast.unparse(node)
+    method_modules = {_module_name(p) for p in (PACKAGE / "methods").glob("*.py")} - {
+        "hf_lnl.methods", "hf_lnl.methods.base", "hf_lnl.methods.registry"
+    }
+    assert not method_modules & _imports(path, module_level_only=False)

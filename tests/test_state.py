@@ -1,4 +1,5 @@
-"""The state file's one schema: what the trainer, IDO's stage-1 export and the callback write; 0.1's files."""
+"""The state file's one schema: what the trainer, IDO's stage-1 export and the callback write; 0.1's and 0.2.0's
+files; the per-tensor checksums."""
 
 import json
 
@@ -17,6 +18,7 @@ from hf_lnl.state import (
     labels_checksum,
     load_training_state,
     save_training_state,
+    tensor_checksum,
 )
 
 
@@ -49,6 +51,18 @@ def _rewrite_as_schema_1(folder, drop=()):
     save_file(tensors, str(path), metadata={"hf_lnl": json.dumps(metadata)})
 
 
+def _rewrite_as_schema_2(folder, **changes):
+    """Rewrite a state file the way hf_lnl 0.2.0 wrote it: schema 2, no tensor checksums."""
+    path = folder / STATE_FILE_NAME
+    tensors = load_file(str(path))
+    with open(path, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    metadata = json.loads(header["__metadata__"]["hf_lnl"])
+    metadata = {**metadata, "schema_version": 2, **changes}
+    metadata.pop("tensor_sha256")
+    save_file(tensors, str(path), metadata={"hf_lnl": json.dumps(metadata)})
+
+
 def test_save_and_load_round_trip(tmp_path):
     state = TrainingState(
         kind="checkpoint", lnl_method="gce", num_samples=3, labels_sha256=labels_checksum(np.array([0, 1, 1])),
@@ -57,7 +71,7 @@ def test_save_and_load_round_trip(tmp_path):
     )  # fmt: skip
     save_training_state(str(tmp_path), state)
     loaded = load_training_state(str(tmp_path))
-    assert loaded.schema_version == SCHEMA_VERSION
+    assert loaded.schema_version == SCHEMA_VERSION == 3
     assert (loaded.kind, loaded.lnl_method, loaded.num_samples) == ("checkpoint", "gce", 3)
     assert loaded.labels_sha256 == state.labels_sha256 and loaded.noise_rate_history == [0.5, 0.25]
     assert torch.equal(loaded.tracker_tensors["wrong_events"], state.tracker_tensors["wrong_events"])
@@ -75,6 +89,35 @@ def test_a_checkpoint_written_by_hf_lnl_0_1_resumes_exactly(tmp_path, method):
     resumed = _trainer(tmp_path / "resumed", method)
     resumed.train(resume_from_checkpoint=str(middle))
     assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
+
+
+@pytest.mark.parametrize("method", ["none", "clid_mu"])
+def test_a_checkpoint_written_by_hf_lnl_0_2_0_resumes_exactly(tmp_path, method):
+    full = _trainer(tmp_path / "full", method)
+    full.train()
+    middle = tmp_path / "full" / "checkpoint-8"
+    _rewrite_as_schema_2(middle)
+    assert load_training_state(str(middle)).schema_version == 2
+    resumed = _trainer(tmp_path / "resumed", method)
+    resumed.train(resume_from_checkpoint=str(middle))
+    assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
+
+
+def test_every_tensor_is_checksummed_and_a_changed_one_is_refused(tmp_path):
+    tensors = {"wrong_events": torch.tensor([0, 2, 1], dtype=torch.int32), "labels": torch.tensor([0, 1, 1])}
+    state = TrainingState("checkpoint", "gce", 3, tracker_tensors=tensors, method_tensors={"x": torch.ones(2)})
+    save_training_state(str(tmp_path), state)
+    path = tmp_path / STATE_FILE_NAME
+    with open(path, "rb") as handle:
+        header = json.loads(handle.read(int.from_bytes(handle.read(8), "little")))
+    checksums = json.loads(header["__metadata__"]["hf_lnl"])["tensor_sha256"]
+    assert sorted(checksums) == ["method.x", "tracker.labels", "tracker.wrong_events"]
+    assert checksums["method.x"] == tensor_checksum(torch.ones(2))
+    changed = load_file(str(path))
+    changed["method.x"][1] = 2.0  # a consistent file around different data: the header alone cannot tell
+    save_file(changed, str(path), metadata=header["__metadata__"])
+    with pytest.raises(CheckpointStateError, match="'method.x' fails its SHA-256 checksum"):
+        load_training_state(str(tmp_path))
 
 
 def test_an_ido_stage_1_written_by_hf_lnl_0_1_is_reused(tmp_path):
@@ -101,7 +144,7 @@ def test_an_unknown_schema_version_is_refused_by_name(tmp_path):
     path = tmp_path / STATE_FILE_NAME
     tensors = load_file(str(path))
     save_file(tensors, str(path), metadata={"hf_lnl": json.dumps({"schema_version": 7, "kind": "checkpoint"})})
-    with pytest.raises(CheckpointStateError, match="schema version 7; this hf_lnl reads schema versions 1, 2"):
+    with pytest.raises(CheckpointStateError, match="schema version 7; this hf_lnl reads schema versions 1, 2, 3\\."):
         load_training_state(str(tmp_path))
 
 

@@ -142,9 +142,15 @@ class CLIDMU(LNLMethod):
         ):
             if value not in choices:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
-        for name in ("clid_update_every", "clid_last_k"):
+        for name in ("clid_update_every", "clid_last_k", "clid_meta_hidden_size"):
             if getattr(args, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(args, name)}.")
+        for name in ("clid_lookahead_lr", "clid_meta_lr"):  # a negative look-ahead step climbs the weighted loss
+            if not 0.0 < getattr(args, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number above 0, got {getattr(args, name)}.")
+        for name in ("clid_meta_weight_decay", "clid_warmup_epochs"):
+            if not 0.0 <= getattr(args, name) < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0, got {getattr(args, name)}.")
         if args.fp16:
             raise ValueError(
                 "lnl_method='clid_mu' does not support fp16: its look-ahead takes second-order gradients that "
@@ -426,6 +432,11 @@ class CLIDMU(LNLMethod):
             raise ValueError(
                 f"The checkpoint's CLID-MU meta network has clid_meta_hidden_size={saved[0]} and "
                 f"clid_meta_optimizer={saved[1]!r}; resume with the same settings."
+            )
+        if metadata.get("scope", self.args.clid_scope) != self.args.clid_scope:  # its meta network learnt that scope
+            raise ValueError(
+                f"The checkpoint's CLID-MU run used clid_scope={metadata['scope']!r}, this run clid_scope="
+                f"{self.args.clid_scope!r}; resume with clid_scope={metadata['scope']!r}."
             )
         self.meta_weight[:-1] = tensors["meta_weight"].to(self.meta_weight.device, self.meta_weight.dtype)
         self.meta_set_indices = tensors["meta_set_indices"].numpy().astype(np.int64)

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -138,6 +139,20 @@ class SymmetricCrossEntropy(_PerSampleLoss):
     description = "Symmetric cross-entropy `alpha CE + beta RCE`, cross-entropy plus its reverse."
     citation = SCE_CITATION
     config_fields = ("sce_alpha", "sce_beta", "sce_log_clamp")
+
+    @classmethod
+    def check_args(cls, args: Any) -> None:
+        for name in ("sce_alpha", "sce_beta"):  # a negative weight maximises its term
+            value = getattr(args, name)
+            if not 0.0 <= value < math.inf:
+                raise ValueError(f"{name} must be a finite number >= 0 (the paper: 0.1 and 1.0), got {value}.")
+        if args.sce_alpha + args.sce_beta == 0:
+            raise ValueError("sce_alpha and sce_beta are both 0, so the loss is 0: set at least one above 0.")
+        if not -math.inf < args.sce_log_clamp < 0:
+            raise ValueError(
+                f"sce_log_clamp is the value taken for log 0 and must be negative (the paper: -4), got "
+                f"{args.sce_log_clamp}."
+            )
 
     def per_sample_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sce_loss(logits, labels, self.args.sce_alpha, self.args.sce_beta, self.args.sce_log_clamp)

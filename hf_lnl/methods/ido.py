@@ -41,7 +41,7 @@ MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
-STAGE1_FOLDER = "ido_stage1"
+STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of push_to_hub's upload
 WEAK_BASE_NOISE_RATE = 0.5  # more labels than this judged noisy after stage 1 means the base model learnt little
 STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<input>_strong`
 IDO_CITATION = Citation(
@@ -129,6 +129,10 @@ class IDO(LNLMethod):
                 f"ido_randaugment_magnitude must lie in [0, {RANDAUGMENT_MAX_MAGNITUDE}] (kornia's scale), got "
                 f"{args.ido_randaugment_magnitude}."
             )
+        if args.ido_min_class_samples < 1:
+            raise ValueError(f"ido_min_class_samples must be at least 1, got {args.ido_min_class_samples}.")
+        if args.ido_mask_token_id is not None and args.ido_mask_token_id < 0:
+            raise ValueError(f"ido_mask_token_id must be a token id (>= 0), got {args.ido_mask_token_id}.")
         stage_epochs(args)  # validates the stage split now, not at the stage boundary
         if args.ido_extend_stage1 and not args.ido_stage1_constant_lr:
             raise ValueError(
@@ -148,6 +152,7 @@ class IDO(LNLMethod):
         self._stage1_epochs_from_disk = 0
         self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
+        _check_mask_token_id(self.args.ido_mask_token_id, unwrap_model(context.model).config)  # before step 1
         if self.args.ido_mixture == "per_class":
             self.mixture = ClassConditionalBetaMixture(
                 self.num_classes, min_class_samples=self.args.ido_min_class_samples
@@ -221,6 +226,8 @@ class IDO(LNLMethod):
             if "pixel_values" in inputs:
                 image_processor = getattr(processor, "image_processor", processor)
                 if image_processor is None or not hasattr(image_processor, "image_mean"):
+                    if f"pixel_values{STRONG_SUFFIX}" in inputs:
+                        return None  # the collator makes the strong view; the weak one is the batch as given
                     raise ValueError(
                         "lnl_method='ido' augments images with the processor's normalisation: pass the image "
                         "processor as `processing_class=`, or supply `pixel_values_strong` from your collator."
@@ -230,6 +237,9 @@ class IDO(LNLMethod):
                 )
             elif "input_ids" in inputs:
                 tokenizer = getattr(processor, "tokenizer", processor)
+                masker_possible = hasattr(tokenizer, "all_special_ids") or self.args.ido_mask_token_id is not None
+                if f"input_ids{STRONG_SUFFIX}" in inputs and not masker_possible:
+                    return None  # the collator makes the strong view: nothing to mask
                 self._views = _text_masker(tokenizer, self.args, unwrap_model(self.context.model).config)
         return self._views
 
@@ -485,6 +495,15 @@ def _is_per_sample(value: Any, batch_size: int) -> bool:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
+
+
+def _check_mask_token_id(mask_token_id: int | None, model_config: Any) -> None:
+    vocab_size = getattr(model_config, "vocab_size", None)
+    if mask_token_id is not None and isinstance(vocab_size, int) and mask_token_id >= vocab_size:
+        raise ValueError(
+            f"ido_mask_token_id={mask_token_id} lies outside the model's vocabulary (vocab_size={vocab_size}): set it "
+            "to the tokenizer's mask token id, or leave it unset to take that from the tokenizer."
+        )
 
 
 def _text_masker(tokenizer: Any, args: Any, model_config: Any) -> TextMasker:
