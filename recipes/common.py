@@ -274,6 +274,10 @@ def train_and_save(
         trainer.create_model_card(**card)
     if trainer.is_world_process_zero():
         _print_summary(args, summary, detection, results)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave together: a process whose gloo group outlives the store's host (rank 0) aborts at exit.
+        trainer.accelerator.wait_for_everyone()
+        torch.distributed.destroy_process_group()
     return results
 
 
