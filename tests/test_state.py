@@ -79,25 +79,14 @@ def test_save_and_load_round_trip(tmp_path):
     assert (loaded.tracker_metadata, loaded.method_metadata) == ({"a": 1}, {"stage": 2})
 
 
-@pytest.mark.parametrize("method", ["none", "ido"])
-def test_a_checkpoint_written_by_hf_lnl_0_1_resumes_exactly(tmp_path, method):
+@pytest.mark.parametrize("schema, method", [(1, "none"), (1, "ido"), (2, "none"), (2, "clid_mu")])
+def test_a_checkpoint_written_by_an_older_hf_lnl_resumes_exactly(tmp_path, schema, method):
+    """Schema 1 is hf_lnl 0.1's, schema 2 hf_lnl 0.2.0's."""
     full = _trainer(tmp_path / "full", method)
     full.train()
     middle = tmp_path / "full" / "checkpoint-8"
-    _rewrite_as_schema_1(middle)
-    assert load_training_state(str(middle)).schema_version == 1
-    resumed = _trainer(tmp_path / "resumed", method)
-    resumed.train(resume_from_checkpoint=str(middle))
-    assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
-
-
-@pytest.mark.parametrize("method", ["none", "clid_mu"])
-def test_a_checkpoint_written_by_hf_lnl_0_2_0_resumes_exactly(tmp_path, method):
-    full = _trainer(tmp_path / "full", method)
-    full.train()
-    middle = tmp_path / "full" / "checkpoint-8"
-    _rewrite_as_schema_2(middle)
-    assert load_training_state(str(middle)).schema_version == 2
+    {1: _rewrite_as_schema_1, 2: _rewrite_as_schema_2}[schema](middle)
+    assert load_training_state(str(middle)).schema_version == schema
     resumed = _trainer(tmp_path / "resumed", method)
     resumed.train(resume_from_checkpoint=str(middle))
     assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
