@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import pathlib
 
@@ -13,6 +14,7 @@ import datasets  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
+import transformers  # noqa: E402
 from transformers import BertConfig, BertForSequenceClassification, ViTConfig, ViTForImageClassification  # noqa: E402
 
 datasets.disable_progress_bars()
@@ -90,3 +92,11 @@ def minilm_path() -> pathlib.Path | None:
 def _quiet_and_deterministic(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     torch.manual_seed(0)
+    # A recipe run in-process sets these from its --log_level; restore them so that no test sees another's levels.
+    levels = {name: logging.getLogger(name).level for name in ("hf_lnl", "__main__")}
+    verbosity = transformers.utils.logging.get_verbosity(), datasets.utils.logging.get_verbosity()
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
+    transformers.utils.logging.set_verbosity(verbosity[0])
+    datasets.utils.logging.set_verbosity(verbosity[1])
