@@ -49,7 +49,7 @@ def add_sample_index(dataset: datasets.Dataset, column: str = "sample_index") ->
         [0, 1, 2]
     """
     if column in dataset.column_names:
-        check_sample_index(_read_column(dataset, column), column)
+        check_sample_index(read_column(dataset, column), column)
         return dataset
     return dataset.add_column(column, np.arange(len(dataset), dtype=np.int64))
 
@@ -139,8 +139,8 @@ def read_label_info(
             f"Column {column!r} is a ClassLabel with {feature.num_classes} classes but the model has "
             f"num_labels={num_labels}. Load the model with num_labels={feature.num_classes}."
         )
-    order = _read_column(dataset, index_column)
-    labels = _read_column(dataset, column)
+    order = read_column(dataset, index_column)
+    labels = read_column(dataset, column)
     reason = _untracked_reason(labels)
     if reason is not None and task == SINGLE_LABEL and labels.ndim == 1 and np.issubdtype(labels.dtype, np.floating):
         raise ValueError(
@@ -154,11 +154,11 @@ def read_label_info(
                 "Use lnl_method='none' for other label types."
             )
         return LabelInfo(column, None, None, f"column {column!r} holds {reason}")
-    labels = _in_index_order(labels.astype(np.int64), order)
+    labels = in_index_order(labels.astype(np.int64), order)
     check_labels(labels, num_labels, column)
     clean = None
     if clean_label_column in dataset.column_names and clean_label_column != column:
-        clean = _in_index_order(_read_column(dataset, clean_label_column).astype(np.int64), order)
+        clean = in_index_order(read_column(dataset, clean_label_column).astype(np.int64), order)
         check_labels(clean, num_labels, clean_label_column)
     return LabelInfo(column, labels, clean)
 
@@ -183,7 +183,7 @@ def check_labels(labels: np.ndarray, num_labels: int | None, column: str) -> Non
 
 
 def _warn_if_labels_differ(dataset: datasets.Dataset) -> None:
-    label, labels = (_read_column(dataset, name) for name in LABEL_COLUMN_CANDIDATES)
+    label, labels = (read_column(dataset, name) for name in LABEL_COLUMN_CANDIDATES)
     if label.shape != labels.shape or not np.array_equal(label, labels):
         logger.warning(
             "The training set has both a 'label' and a 'labels' column, with different values: hf_lnl trains, counts "
@@ -201,7 +201,13 @@ def _untracked_reason(labels: np.ndarray) -> str | None:
     return None
 
 
-def _read_column(dataset: datasets.Dataset, column: str) -> np.ndarray:
+def read_column(dataset: datasets.Dataset, column: str) -> np.ndarray:
+    """One column of a dataset as a numpy array (an object array for ragged values), without running its transform.
+
+    Example:
+        >>> read_column(datasets.Dataset.from_dict({"label": [1, 0]}), "label")
+        array([1, 0])
+    """
     # with_format drops any on-the-fly transform (e.g. image decoding) that a plain dataset[column] would apply.
     values = dataset.select_columns([column]).with_format("numpy")[column]
     try:
@@ -210,7 +216,13 @@ def _read_column(dataset: datasets.Dataset, column: str) -> np.ndarray:
         return np.asarray(list(values), dtype=object)
 
 
-def _in_index_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+def in_index_order(values: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """`values` given in row order, rearranged so that position `order[i]` holds `values[i]` (sample_index order).
+
+    Example:
+        >>> in_index_order(np.array([10, 20, 30]), np.array([2, 0, 1]))
+        array([20, 30, 10])
+    """
     result = np.empty_like(values)
     result[order] = values
     return result

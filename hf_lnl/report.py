@@ -23,7 +23,7 @@ import numpy as np
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from .data import IGNORE_INDEX, _in_index_order, _read_column
+from .data import IGNORE_INDEX, in_index_order, read_column
 from .methods.base import LNLMethod, undeclared_names
 from .metrics import estimated_noise_rate, noise_detection_metrics
 from .tracking import wrong_event_scores
@@ -85,8 +85,8 @@ def build_noise_report(
     columns: dict[str, Any] = {index_column: np.arange(len(labels))}
     is_table = isinstance(dataset, datasets.Dataset)
     if is_table and {index_column, SOURCE_INDEX_COLUMN} <= set(dataset.column_names):
-        order = _read_column(dataset, index_column)
-        columns[SOURCE_INDEX_COLUMN] = _in_index_order(_read_column(dataset, SOURCE_INDEX_COLUMN), order)
+        order = read_column(dataset, index_column)
+        columns[SOURCE_INDEX_COLUMN] = in_index_order(read_column(dataset, SOURCE_INDEX_COLUMN), order)
     columns.update(
         label=labels,
         wrong_events=wrong_events,
