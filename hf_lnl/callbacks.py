@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import TrainerCallback
 
-from .metrics import estimated_noise_rate, noise_detection_metrics
+from .metrics import estimated_noise_rate, label_correction_metrics, noise_detection_metrics
 from .report import build_noise_report
 from .state import TrainingState, load_training_state, save_training_state
 from .tracking import WrongEventTracker, wrong_event_scores
@@ -186,8 +186,12 @@ class EpochEventsCallback(TrainerCallback):
         trainer = self.trainer
         if "train_loss" not in (logs or {}) or trainer.tracker is None or trainer.label_info.clean_labels is None:
             return
-        metrics = noise_detection_metrics(trainer.noise_report(), threshold=args.noise_score_threshold)
-        trainer.log({f"noise_detection_{k}": float(v) for k, v in metrics.items()})
+        report = trainer.noise_report()
+        metrics = noise_detection_metrics(report, threshold=args.noise_score_threshold)
+        logs = {f"noise_detection_{k}": float(v) for k, v in metrics.items()}
+        if "corrected_label" in report.column_names:
+            logs.update({f"label_correction_{k}": float(v) for k, v in label_correction_metrics(report).items()})
+        trainer.log(logs)
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.trainer.tracker is not None and args.should_save:

@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 
 from .methods import METHOD_NAMES, get_method
 from .methods.clid_mu import CLID_SCOPES, META_OPTIMIZERS
-from .methods.ido import ENTROPY_TERMS, MIXTURES
+from .methods.ido import CORRECTIONS, ENTROPY_TERMS, MIXTURES
 
 
 @dataclass
@@ -50,6 +50,12 @@ class NoisyLabelConfig(TrainingArguments):
             it fires. Needs `ido_stage1_constant_lr`.
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
+        ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"entropy"` (the paper: the
+            confidence-weighted entropy of its own prediction) or `"pseudo_label"` (label correction: cross-entropy of
+            the strong view against the weak view's prediction when that is at least `ido_pseudo_label_threshold`
+            confident, as FixMatch; the corrected label and its confidence go into the noise report).
+        ido_pseudo_label_threshold: Smallest weak-view confidence that makes a pseudo-label (`0` corrects every
+            flagged sample, as dynamic hard bootstrapping).
 
     Parameters of CLID-MU (Hu et al., KDD 2025):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
@@ -121,6 +127,12 @@ class NoisyLabelConfig(TrainingArguments):
     )
     ido_lookup_after_counting: bool = field(
         default=False, metadata={"help": "Stage 2: look the mixture up after counting the batch's wrong events."}
+    )
+    ido_correction: str = field(
+        default="entropy", metadata={"help": "Stage 2's target for flagged samples.", "choices": CORRECTIONS}
+    )
+    ido_pseudo_label_threshold: float = field(
+        default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}
     )
 
     clid_scope: str = field(default="head", metadata={"help": "Parameters of the look-ahead.", "choices": CLID_SCOPES})

@@ -16,6 +16,7 @@ __all__ = [
     "accuracy",
     "compute_accuracy_metrics",
     "estimated_noise_rate",
+    "label_correction_metrics",
     "load_noisy_label_metric",
     "noise_detection_metrics",
 ]
@@ -79,6 +80,37 @@ def noise_detection_metrics(
         "true_noise_rate": float(truth.mean()),
         "num_flagged": int(flagged.sum()),
         "num_samples": int(truth.size),
+    }
+
+
+def label_correction_metrics(report: Any) -> dict[str, float]:
+    """How often a method's label corrections are right: needs the report columns `label`, `corrected_label` and
+    `clean_label` (a method that corrects labels writes `corrected_label`; the clean labels come from the user).
+
+    Returns:
+        `num_corrected` (samples whose corrected label differs from the given one), `rate` (their share), `accuracy`
+        (share of those corrections that equal the clean label; NaN when none was made), `label_accuracy_before` /
+        `label_accuracy_after` (share of all training labels equal to the clean label, given vs corrected). Rows
+        whose given or clean label is -100 are left out.
+
+    Example:
+        >>> report = {"label": [1, 0, 2], "corrected_label": [0, 0, 1], "clean_label": [0, 0, 2]}
+        >>> label_correction_metrics(report)["accuracy"]
+        0.5
+    """
+    given, corrected, clean = (_report_column(report, c) for c in ("label", "corrected_label", "clean_label"))
+    if not given.shape == corrected.shape == clean.shape:
+        raise ValueError(f"label, corrected_label and clean_label differ in length: {given.shape}, {corrected.shape}, "
+                         f"{clean.shape}.")  # fmt: skip
+    keep = (given != IGNORE_INDEX) & (clean != IGNORE_INDEX)
+    given, corrected, clean = given[keep], corrected[keep], clean[keep]
+    changed = corrected != given
+    return {
+        "num_corrected": int(changed.sum()),
+        "rate": float(changed.mean()) if given.size else 0.0,
+        "accuracy": float((corrected[changed] == clean[changed]).mean()) if changed.any() else float("nan"),
+        "label_accuracy_before": float((given == clean).mean()) if given.size else float("nan"),
+        "label_accuracy_after": float((corrected == clean).mean()) if given.size else float("nan"),
     }
 
 

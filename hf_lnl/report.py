@@ -25,7 +25,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .data import IGNORE_INDEX, in_index_order, read_column
 from .methods.base import LNLMethod, undeclared_names
-from .metrics import estimated_noise_rate, noise_detection_metrics
+from .metrics import estimated_noise_rate, label_correction_metrics, noise_detection_metrics
 from .tracking import wrong_event_scores
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ NOISE_RATE_FILE = "noise_rate_per_epoch.png"
 CARD_TEMPLATE = "model_card.md"  # in the package `hf_lnl.templates` (the repository's model_cards/)
 FRAMEWORKS = ("hf_lnl", "transformers", "torch", "datasets", "accelerate")
 SOURCE_INDEX_COLUMN = "source_index"  # a row's id in the data it was drawn from (a recipe's subset, clean_dataset)
-LABEL_COLUMNS = ("label", "predicted_label", "clean_label")  # the report's class-id columns
+LABEL_COLUMNS = ("label", "predicted_label", "clean_label", "corrected_label")  # the report's class-id columns
 
 
 # ------------------------------------------------------------------------------------------- the report
@@ -340,6 +340,15 @@ def build_model_card(
     if report is not None and "clean_label" in report.column_names:
         scores = noise_detection_metrics(report, threshold=args.noise_score_threshold)
         detection = [(key, scores[key]) for key in ("precision", "recall", "f1", "auroc") if np.isfinite(scores[key])]
+    correction: list[tuple[str, str]] = []
+    if report is not None and {"clean_label", "corrected_label"} <= set(report.column_names):
+        corrections = label_correction_metrics(report)
+        correction = [
+            ("labels corrected", f"{corrections['num_corrected']} ({corrections['rate']:.1%})"),
+            ("corrections equal to the clean label", f"{corrections['accuracy']:.1%}"),
+            ("training labels right, given → corrected",
+             f"{corrections['label_accuracy_before']:.1%} → {corrections['label_accuracy_after']:.1%}"),
+        ]  # fmt: skip
     noise_rate, num_samples = "n/a", "n/a"
     if report is not None:
         noise_rate = f"{estimated_noise_rate(report['noise_score'][:], args.noise_score_threshold):.1%}"
@@ -360,6 +369,7 @@ def build_model_card(
             method_settings=yaml.safe_dump(settings, sort_keys=True).strip(),
             results=[(key.replace("_", " "), split, f"{value:.4f}") for split, key, value in evaluations],
             detection=[(key.upper() if key == "auroc" else key, f"{value:.4f}") for key, value in detection],
+            correction=correction,
             noise_setting=noise_setting or _noise_setting(report),
             threshold=args.noise_score_threshold,
             estimated_noise_rate=noise_rate,
@@ -532,7 +542,10 @@ def clean_dataset(
     index_column: str = "sample_index",
     label_column: str = "label",
 ) -> datasets.Dataset:
-    """Drop (or relabel to the predicted label) the samples whose `noise_score` is above `threshold`.
+    """Drop (or relabel) the samples whose `noise_score` is above `threshold`.
+
+    `action="relabel"` gives a flagged sample the report's `corrected_label` when the method corrected labels (IDO with
+    `ido_correction="pseudo_label"`), else its `predicted_label`.
 
     The result is renumbered: `sample_index` runs over 0..M-1 again and `source_index` keeps the original id, so it
     trains again with `NoisyLabelTrainer`.
@@ -548,7 +561,8 @@ def clean_dataset(
             "report was made from."
         )
     scores = np.asarray(report["noise_score"][:], dtype=np.float64)
-    predicted = np.asarray(report["predicted_label"][:])
+    new_label_column = "corrected_label" if "corrected_label" in report.column_names else "predicted_label"
+    predicted = np.asarray(report[new_label_column][:])
     report_ids = np.asarray(report[index_column][:])
     flagged = np.zeros(len(scores), dtype=bool)
     flagged[report_ids] = scores > threshold

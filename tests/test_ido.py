@@ -6,7 +6,7 @@ import torch
 from conftest import image_dataset, minilm_path, text_dataset, tiny_bert, tiny_vit
 from transformers import AutoTokenizer, ViTImageProcessor
 
-from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, clean_dataset
 from hf_lnl.methods.ido import STAGE1_FOLDER, ido_loss, stage_epochs
 
 COMMON = dict(report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=2, seed=0, save_strategy="no")
@@ -48,6 +48,59 @@ def test_plain_entropy_variant_and_ignored_labels():
     assert plain["entropy"] > with_conf["entropy"] > 0
     _, first_only = ido_loss(z[:1], z[:1], torch.tensor([0]), stats[:1])
     assert torch.isclose(with_conf["loss"], first_only["loss"])
+
+
+def test_pseudo_label_teaches_the_strong_view_the_confident_weak_prediction():
+    z_w = torch.tensor([[4.0, 0.0, 0.0], [0.2, 0.0, 0.0]], requires_grad=True)  # confident / not confident
+    z_s = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0]], requires_grad=True)
+    noisy = _stats(0.0, 1.0, 1.0, 1.0).repeat(2, 1)
+    per_sample, parts = ido_loss(z_w, z_s, torch.tensor([2, 2]), noisy, pseudo_label_threshold=0.9)
+    assert "entropy" not in parts and parts["ce"] == 0 and parts["consistency"] == 0
+    expected = torch.nn.functional.cross_entropy(z_s[:1], torch.tensor([0]))  # argmax of the weak view, not label 2
+    assert torch.isclose(per_sample[0], expected) and per_sample[1] == 0  # 0.2-logit margin: below the threshold
+    assert torch.isclose(parts["corrected"], torch.tensor(0.5))
+    parts["loss"].backward()
+    assert z_w.grad.abs().sum() == 0 and z_s.grad[0].abs().sum() > 0  # the target is a constant
+    _, clean = ido_loss(z_w, z_s, torch.tensor([2, 2]), _stats(1.0, 0.0, 0.5, 0.5).repeat(2, 1),
+                        pseudo_label_threshold=0.0)  # fmt: skip
+    assert clean["correction"] == 0  # a clean sample keeps its label
+
+
+def test_correction_settings_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="ido_correction='soft'.*'pseudo_label'"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_correction="soft")
+    with pytest.raises(ValueError, match="ido_pseudo_label_threshold.*\\[0, 1\\]"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_pseudo_label_threshold=1.5)
+
+
+def test_corrected_labels_reach_the_report_the_log_the_card_and_relabelling(tmp_path):
+    processor, model, data = _image_setup()
+    clean = np.asarray(data["label"][:])
+    noisy = clean.copy()
+    noisy[:16] = (noisy[:16] + 1) % 10
+    data = data.remove_columns("label").add_column("label", noisy.tolist()).add_column("clean_label", clean.tolist())
+    args = NoisyLabelConfig(
+        str(tmp_path / "out"), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
+        learning_rate=1e-3, ido_correction="pseudo_label", ido_pseudo_label_threshold=0.0, **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    trainer.train()
+    report = trainer.noise_report()
+    corrected, given = np.asarray(report["corrected_label"][:]), np.asarray(report["label"][:])
+    flagged = np.asarray(report["noise_score"][:]) > 0.5
+    assert flagged.any() and (corrected[~flagged] == given[~flagged]).all()
+    assert (corrected[flagged] != given[flagged]).any()
+    confidence = np.asarray(report["correction_confidence"][:])
+    assert ((confidence >= 0.1) & (confidence <= 1)).all()  # a softmax maximum over 10 classes
+    logged = next(entry for entry in trainer.state.log_history if "label_correction_accuracy" in entry)
+    changed = corrected != given
+    assert logged["label_correction_num_corrected"] == changed.sum()
+    assert logged["label_correction_accuracy"] == pytest.approx((corrected[changed] == clean[changed]).mean())
+    assert any("ido_corrected" in entry for entry in trainer.state.log_history)
+    trainer.create_model_card()
+    assert "label correction on the training set" in (tmp_path / "out" / "README.md").read_text()
+    relabelled = clean_dataset(data, report, action="relabel")
+    np.testing.assert_array_equal(relabelled["label"][:], corrected)
 
 
 def test_stage_split_configuration(tmp_path):

@@ -338,16 +338,42 @@ def _free_port() -> str:
 
 
 def test_image_recipe_runs_offline(tmp_path):
-    """The image recipe end to end on a small subset (Fashion-MNIST when installed, else scikit-learn's digits)."""
+    """The image recipe end to end on a small subset (Fashion-MNIST when installed, else scikit-learn's digits), from
+    scratch: the default pretrained backbone takes ~25 minutes to build on a machine that has none cached."""
     command = [
         sys.executable, str(IMAGE_SCRIPT), "--train_subset", "256", "--max_eval_samples", "64", "--eval_subset",
         "128", "--num_train_epochs", "1", "--output_dir", str(tmp_path / "out"), "--disable_tqdm", "true",
-        "--report_to", "none",
+        "--report_to", "none", "--offline_model", "scratch",
     ]  # fmt: skip
     done = _run(command, tmp_path, 2)
     assert re.search(r"clean test accuracy: \d+\.\d%", done.stdout)
     for name in (REPORT_FILE, "model.safetensors", "preprocessor_config.json", "README.md", "all_results.json"):
         assert (tmp_path / "out" / name).is_file(), name
+
+
+@pytest.mark.skipif(
+    not image_recipe.fashion_mnist_available(), reason="Fashion-MNIST missing: apt-get install dataset-fashion-mnist"
+)
+def test_image_recipe_default_fine_tunes_the_offline_pretrained_vit(tmp_path, monkeypatch, capsys):
+    monkeypatch.syspath_prepend(str(image_recipe.BENCHMARKS))
+    import pretrain_vit  # the module the recipe imports on first use
+
+    monkeypatch.setenv(pretrain_vit.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(pretrain_vit, "DEFAULT_CONFIG", pretrain_vit.TINY_CONFIG)  # builds in seconds
+    out = tmp_path / "out"
+    argv = [
+        "--train_subset", "64", "--max_eval_samples", "32", "--eval_subset", "64", "--num_train_epochs", "1",
+        "--output_dir", str(out), "--use_cpu", "true", "--report_to", "none", "--disable_tqdm", "true",
+    ]  # fmt: skip
+    image_recipe.main(*image_recipe.parse_args(image_recipe.DataTrainingArguments, image_recipe.RECIPE_DEFAULTS, argv))
+    backbone = tmp_path / "cache" / "pretrained_vit" / f"vit-{pretrain_vit.TINY_CONFIG.key}"
+    assert (backbone / pretrain_vit.INFO_FILE).is_file()
+    assert f"pretrained offline on Fashion-MNIST's unlabelled pool (PROTOCOL Task B2), {backbone}" in (
+        capsys.readouterr().out
+    )
+    fine_tuned = json.loads((out / "config.json").read_text())
+    assert fine_tuned["hidden_size"] == pretrain_vit.TINY_CONFIG.hidden_size  # the backbone's, not the scratch ViT's
+    assert len(fine_tuned["id2label"]) == 10
 
 
 def test_image_transform_feeds_arrays_to_a_pretrained_models_processor():

@@ -7,6 +7,10 @@ weighted loss:
 
     L = mean_i p_clean_i (CE_w + CE_s)  +  mean_i eps_i mean_c (z_w - z_s)^2  +  mean_i (1 - p_clean_i) conf_i H_i
     eps_i = p_clean_i cdf0_i + (1 - p_noisy_i)(1 - cdf1_i)
+
+With `ido_correction="pseudo_label"` (hf_lnl's label correction, beyond the paper) the last term becomes
+`(1 - p_clean_i) 1[conf_w,i >= tau] CE(z_s,i, argmax z_w,i)`: a flagged sample is taught the weak view's confident
+prediction on the strong view (FixMatch's rule) instead of only sharpening its own prediction.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..data import IGNORE_INDEX
+from ..distributed import gather_rows
 from ..features import unwrap_model
 from ..metrics import estimated_noise_rate
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
@@ -39,6 +44,8 @@ STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
+CORRECTIONS = ("entropy", "pseudo_label")  # ido_correction
+NO_CORRECTION = -1  # corrected_label of a sample stage 2 has not seen yet
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of push_to_hub's upload
@@ -108,12 +115,15 @@ class IDO(LNLMethod):
         "a beta mixture fitted on the counts. `noise_score` = the mixture's p_noisy."
     )
     citation = IDO_CITATION
-    report_columns = ("p_clean", "p_noisy", "stage1_wrong_events", "stage2_wrong_events")
-    state_tensors = ("stage1_counts",)
+    report_columns = (
+        "p_clean", "p_noisy", "stage1_wrong_events", "stage2_wrong_events", "corrected_label", "correction_confidence",
+    )  # fmt: skip
+    state_tensors = ("stage1_counts", "weak_prediction", "weak_confidence")
     config_fields = (
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
-        "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1",
+        "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1", "ido_correction",
+        "ido_pseudo_label_threshold",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -122,6 +132,12 @@ class IDO(LNLMethod):
     def check_args(cls, args: Any) -> None:
         _check_choice("ido_mixture", args.ido_mixture, MIXTURES)
         _check_choice("ido_entropy", args.ido_entropy, ENTROPY_TERMS)
+        _check_choice("ido_correction", args.ido_correction, CORRECTIONS)
+        if not 0.0 <= args.ido_pseudo_label_threshold <= 1.0:
+            raise ValueError(
+                f"ido_pseudo_label_threshold is a softmax confidence and must lie in [0, 1], got "
+                f"{args.ido_pseudo_label_threshold}."
+            )
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
         if not 0.0 <= args.ido_randaugment_magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
@@ -163,6 +179,10 @@ class IDO(LNLMethod):
         self._views: ImageViews | TextMasker | None = None
         self._device = context.wrong_events.device
         self._labels = torch.as_tensor(context.label_info.labels, device=self._device)
+        # The weak view's prediction and confidence at each sample's last stage-2 visit: the label correction's
+        # pseudo-label (kept for every method setting, so the report can show what a correction would be).
+        self.weak_prediction = torch.full_like(self._labels, NO_CORRECTION)
+        self.weak_confidence = torch.zeros(self._labels.shape, dtype=torch.float32, device=self._device)
         if self.args.ido_stage1_dir is not None:
             self._load_stage1(self.args.ido_stage1_dir)
 
@@ -214,11 +234,44 @@ class IDO(LNLMethod):
                 for v, logits in enumerate((logits_weak, logits_strong))
             )
         stats = self._mixture_stats(sample_index, labels, batch_events)
-        losses, parts = ido_loss(logits_weak, logits_strong, labels, stats, self.args.ido_entropy == "confidence")
-        metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": parts[k] for k in ("ce", "consistency", "entropy")}
+        losses, parts = ido_loss(
+            logits_weak,
+            logits_strong,
+            labels,
+            stats,
+            self.args.ido_entropy == "confidence",
+            pseudo_label_threshold=self.args.ido_pseudo_label_threshold if self._corrects else None,
+        )
+        self._remember_weak_predictions(sample_index, logits_weak)
+        metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": v for k, v in parts.items() if k != "loss"}
         metrics["ido_stage"] = 2.0
         outputs["logits"] = logits_weak
         return MethodOutput(parts["loss"], outputs, (logits_weak, logits_strong), labels, losses, metrics)
+
+    @property
+    def _corrects(self) -> bool:
+        return self.args.ido_correction == "pseudo_label"
+
+    def _remember_weak_predictions(self, sample_index: torch.Tensor, logits_weak: torch.Tensor) -> None:
+        confidence, prediction = F.softmax(logits_weak.detach().float(), dim=-1).max(dim=-1)
+        index, prediction, confidence = gather_rows(sample_index, prediction, confidence)
+        index = index.to(self._device)
+        self.weak_prediction[index] = prediction.to(self._device, self.weak_prediction.dtype)
+        self.weak_confidence[index] = confidence.to(self._device, torch.float32)
+
+    def corrected_labels(self) -> np.ndarray:
+        """The label stage 2 teaches each sample: the weak view's last prediction where the sample is flagged
+        (`noise_score` above the threshold) and that prediction was confident enough, else the given label. Equal to
+        the given labels without `ido_correction="pseudo_label"` or before stage 2."""
+        labels = np.asarray(self.context.label_info.labels).copy()
+        if self.stage == 1 or not self._corrects:
+            return labels
+        prediction = self.weak_prediction.cpu().numpy()
+        confident = self.weak_confidence.cpu().numpy() >= self.args.ido_pseudo_label_threshold
+        flagged = self.noise_scores() > self.args.noise_score_threshold
+        corrected = flagged & confident & (prediction != NO_CORRECTION) & (labels != IGNORE_INDEX)
+        labels[corrected] = prediction[corrected]
+        return labels
 
     def _views_for(self, inputs: dict[str, Any]) -> ImageViews | TextMasker | None:
         if self._views is None:
@@ -375,6 +428,11 @@ class IDO(LNLMethod):
         if self.stage1_counts is not None:
             stage1 = self.stage1_counts.cpu().numpy().astype(np.int64)
             columns.update(stage1_wrong_events=stage1, stage2_wrong_events=counts - stage1)
+        if self.stage == 2 and self._corrects:
+            columns.update(
+                corrected_label=self.corrected_labels(),
+                correction_confidence=self.weak_confidence.cpu().numpy().astype(np.float32),
+            )
         return columns
 
     def fitted_mixture(self) -> Any:
@@ -382,7 +440,8 @@ class IDO(LNLMethod):
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {} if self.stage1_counts is None else {"stage1_counts": self.stage1_counts}
+        tensors = {"weak_prediction": self.weak_prediction, "weak_confidence": self.weak_confidence}
+        return tensors if self.stage1_counts is None else {"stage1_counts": self.stage1_counts, **tensors}
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -405,6 +464,9 @@ class IDO(LNLMethod):
         self.safeguards = list(metadata.get("safeguards", []))
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
+        if "weak_prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
+            self.weak_prediction = tensors["weak_prediction"].to(self._device, self.weak_prediction.dtype)
+            self.weak_confidence = tensors["weak_confidence"].to(self._device, torch.float32)
         if metadata["mixture"] is not None:
             self.mixture.set_params_from(metadata["mixture"])
             table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
@@ -448,14 +510,18 @@ def ido_loss(
     labels: torch.Tensor,
     stats: torch.Tensor,
     use_confidence: bool = True,
+    pseudo_label_threshold: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """IDO's stage-2 loss. Returns per-sample losses and the batch parts (`loss`, `ce`, `consistency`, `entropy`).
+    """IDO's stage-2 loss. Returns per-sample losses and the batch parts (`loss`, `ce`, `consistency`, and `entropy`
+    or, with a `pseudo_label_threshold`, `correction` and `corrected`: the share of the batch pseudo-labelled).
 
     Args:
         logits_weak / logits_strong: (B, C) logits of the two views.
         labels: (B,) given labels; -100 samples contribute nothing.
         stats: (B, 4) mixture outputs `p_clean, p_noisy, cdf0, cdf1` (constants).
         use_confidence: Weight the entropy by the confidence `max_c q̄` (default) or not.
+        pseudo_label_threshold: Label correction: replace the entropy term by `(1 - p_clean) CE(z_s, argmax z_w)` for
+            the samples whose weak-view confidence is at least this (None: the paper's entropy term).
 
     Example:
         >>> z = torch.zeros(2, 3)
@@ -476,14 +542,19 @@ def ido_loss(
     entropy = -(q_mean * q_mean.log()).sum(dim=-1)
     if use_confidence:
         entropy = entropy * q_mean.max(dim=-1).values.detach()  # the confidence weights the term; no gradient
-    parts_per_sample = {
-        "ce": p_clean * ce,
-        "consistency": weight * consistency,
-        "entropy": (1.0 - p_clean) * entropy,
-    }
+    parts_per_sample = {"ce": p_clean * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
+    if pseudo_label_threshold is None:
+        parts_per_sample["entropy"] = (1.0 - p_clean) * entropy
+    else:
+        confidence, pseudo_label = F.softmax(z_w.detach(), dim=-1).max(dim=-1)
+        confident = (confidence >= pseudo_label_threshold).float()
+        corrected = F.cross_entropy(z_s, pseudo_label, reduction="none")
+        parts_per_sample["correction"] = (1.0 - p_clean) * confident * corrected
     per_sample = sum(parts_per_sample.values()) * keep
     parts = {name: (value * keep).sum() / count for name, value in parts_per_sample.items()}
+    if pseudo_label_threshold is not None:
+        parts["corrected"] = ((1.0 - p_clean) * confident * keep).sum().detach() / count
     parts["loss"] = per_sample.sum() / count
     return per_sample, parts
 
