@@ -8,7 +8,9 @@ the trainer and its loss:
 - `clean_subset`: plain `transformers.Trainer` on only the samples whose noisy label is right (it reads
   `clean_label`, like the oracle): what perfect detection followed by discarding the flagged samples can reach.
 - `none`, `ido`, `clid_mu_head`, `clid_mu_all`, `gce`, `sce`: `hf_lnl.NoisyLabelTrainer` with that `lnl_method`
-  (and `clid_scope`); the detection score is the noise report's `noise_score`.
+  (and `clid_scope`); the detection score is the noise report's `noise_score`. These runs also record `eval_clid`
+  per epoch (`clid_per_epoch`) and the test accuracy of the epoch it picks (`clid_accuracy`, the label-free model
+  selection a user without clean labels has).
 - `cleanlab_k3`, `cleanlab_k5`: K plain trainings, each on K-1 folds, give out-of-sample predicted probabilities;
   `cleanlab.filter.find_label_issues(labels, pred_probs)` flags samples; a plain Trainer is retrained on the kept
   ones. Its issue mask gives precision / recall / F1; its AUROC uses the self-confidence score
@@ -30,10 +32,11 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from tasks import NoiseCell, TaskData, TaskSpec
+from tasks import AGREEMENT_COLUMN, NoiseCell, TaskData, TaskSpec
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, compute_accuracy_metrics, noise_detection_metrics
+from hf_lnl.metrics import label_correction_metrics
 
 EVAL_BATCH_SIZE = 256  # evaluation only: the same for every method, large enough for a quick pass over the test set
 DETECTION_THRESHOLD = 0.5  # a sample is flagged when its noise_score is above this (hf_lnl's default)
@@ -64,6 +67,11 @@ class MethodSpec:
     clean_labels: bool = False
     clean_subset: bool = False
     cost: float = 1.0
+
+    @property
+    def needs_clean_labels(self) -> bool:
+        """Whether the method trains on the clean labels (the oracle, the clean subset): not on real noise."""
+        return self.clean_labels or self.clean_subset
 
 
 _HF = "hf_lnl NoisyLabelTrainer"
@@ -104,6 +112,7 @@ class RunContext:
     workdir: str
     progress: Progress
     settings: dict[str, Any] = field(default_factory=dict)
+    agreement: np.ndarray | None = None  # real noise: the annotators' agreement per training sample (analysis only)
 
 
 class EpochProgress(TrainerCallback):
@@ -156,23 +165,33 @@ def run_method(
         >>> result["best_accuracy"], result["detection"]["f1"]
     """
     spec = METHODS[method]
+    if spec.needs_clean_labels and not cell.has_clean_labels:
+        raise ValueError(f"{method} trains on clean labels, which the {cell.name} cell does not have.")
     train = data.train
     noise: dict[str, Any] = {"realized_rate": 0.0}
-    if not spec.clean_labels:
+    agreement = None
+    if AGREEMENT_COLUMN in train.column_names:  # kept for the analysis, never shown to a method
+        agreement = _column(train, AGREEMENT_COLUMN)
+        train = train.remove_columns(AGREEMENT_COLUMN)
+        noise = {"disputed_share": float(np.mean(agreement < 1.0))}
+    if not spec.clean_labels and cell.has_clean_labels:
         features = data.instance_features() if cell.kind == "instance" and data.instance_features else None
-        train = cell.apply(data.train, seed, features)
+        train = cell.apply(train, seed, features)
         noisy, clean = _column(train, "label"), _column(train, "clean_label")
         noise = {"realized_rate": float(np.mean(noisy != clean))}
     with tempfile.TemporaryDirectory(prefix=f"bench_{method}_") as workdir:
         start_rss = _current_rss_mb()
         start = time.perf_counter()
         runner = {"plain": _run_plain, "hf_lnl": _run_hf_lnl, "cleanlab": _run_cleanlab}[spec.family]
-        result = runner(RunContext(spec, task, data, train, seed, workdir, progress, dict(settings or {})))
+        result = runner(RunContext(spec, task, data, train, seed, workdir, progress, dict(settings or {}), agreement))
         wall = time.perf_counter() - start
     trainings = result.pop("trainings")
     runtime = sum(t["train_runtime"] for t in trainings)
     steps = sum(t["global_step"] for t in trainings)
     accuracies = result["accuracy_per_epoch"]
+    clid_scores = result.get("clid_per_epoch") or []
+    if len(clid_scores) == len(accuracies) and accuracies:  # the epoch a user without clean labels would keep
+        result["clid_accuracy"] = accuracies[int(np.argmin(clid_scores))]
     return {
         **result,
         "best_accuracy": max(accuracies) if accuracies else float("nan"),
@@ -202,7 +221,10 @@ def _run_plain(ctx: RunContext) -> dict[str, Any]:
 
 def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     spec = ctx.spec
-    extra: dict[str, Any] = {"lnl_method": spec.lnl_method, "noise_score_threshold": DETECTION_THRESHOLD}
+    # eval_clid every epoch: the label-free model selection a user without clean labels has (it only evaluates).
+    extra: dict[str, Any] = {
+        "lnl_method": spec.lnl_method, "noise_score_threshold": DETECTION_THRESHOLD, "clid_eval": True,
+    }  # fmt: skip
     if spec.lnl_method == "ido":
         extra["ido_stage1_epochs"] = ctx.task.ido_stage1_epochs
     if spec.lnl_method == "clid_mu":
@@ -219,15 +241,21 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     )
     output = trainer.train()
     report = trainer.noise_report()
-    detection = noise_detection_metrics(report, threshold=DETECTION_THRESHOLD)
     score = "noise_score"
     if spec.lnl_method == "clid_mu":
         score += " (low-weight mixture posterior of meta_weight)"
     result = {
         "accuracy_per_epoch": _epoch_accuracies(trainer),
-        "detection": {**detection, "score": score},
+        "clid_per_epoch": [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry],
         "trainings": [_training_cost(trainer, output)],
     }
+    if ctx.agreement is not None:  # real noise: do the scores rank the tweets the annotators disputed higher?
+        result["noise_score_by_agreement"] = _scores_by_agreement(_column(report, "noise_score"), ctx.agreement)
+    if "clean_label" not in report.column_names:
+        return result
+    result["detection"] = {**noise_detection_metrics(report, threshold=DETECTION_THRESHOLD), "score": score}
+    if "corrected_label" in report.column_names:
+        result["label_correction"] = label_correction_metrics(report)
     if "meta_weight" in report.column_names:  # CLID-MU: the mean weight the meta network gives each group
         weights = _column(report, "meta_weight")
         flipped = _column(report, "label") != _column(report, "clean_label")
@@ -241,7 +269,8 @@ def _run_cleanlab(ctx: RunContext) -> dict[str, Any]:
     from sklearn.model_selection import StratifiedKFold
 
     name, folds = ctx.spec.name, ctx.spec.folds
-    labels, clean = _column(ctx.train, "label"), _column(ctx.train, "clean_label")
+    labels = _column(ctx.train, "label")
+    clean = _column(ctx.train, "clean_label") if "clean_label" in ctx.train.column_names else None
     pred_probs = np.zeros((len(labels), ctx.data.num_labels), dtype=np.float32)
     trainings = []
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=ctx.seed)
@@ -255,17 +284,18 @@ def _run_cleanlab(ctx: RunContext) -> dict[str, Any]:
     ctx.progress(f"{name}: find_label_issues flagged {int(issues.sum())} of {len(labels)}; retraining on the rest")
     trainer = _plain_trainer(ctx, ctx.train.select(np.flatnonzero(~issues)), evaluate=True, label=f"{name} retrain")
     trainings.append(_training_cost(trainer, trainer.train()))
-    detection = noise_detection_metrics(scores=issues.astype(np.float64), noisy_labels=labels, clean_labels=clean)
     self_confidence = 1.0 - pred_probs[np.arange(len(labels)), labels]
+    result = {"accuracy_per_epoch": _epoch_accuracies(trainer), "num_removed": int(issues.sum()),
+              "trainings": trainings}  # fmt: skip
+    if ctx.agreement is not None:
+        result["noise_score_by_agreement"] = _scores_by_agreement(self_confidence, ctx.agreement)
+    if clean is None:
+        return result
+    detection = noise_detection_metrics(scores=issues.astype(np.float64), noisy_labels=labels, clean_labels=clean)
     scored = noise_detection_metrics(scores=self_confidence, noisy_labels=labels, clean_labels=clean)
     detection["auroc"] = scored["auroc"]
     detection["score"] = "issue mask (P/R/F1); 1 - out-of-sample p(label) (AUROC)"
-    return {
-        "accuracy_per_epoch": _epoch_accuracies(trainer),
-        "detection": detection,
-        "num_removed": int(issues.sum()),
-        "trainings": trainings,
-    }
+    return {**result, "detection": detection}
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -293,6 +323,15 @@ def _training_cost(trainer: Trainer, output: Any) -> dict[str, float]:
         "global_step": int(output.global_step),
         "eval_runtime": float(eval_runtime),
     }
+
+
+def _scores_by_agreement(scores: np.ndarray, agreement: np.ndarray) -> dict[str, float]:
+    """Mean noise score of the samples all annotators agreed on and of the disputed ones, and the AUROC of the score
+    for "disputed" (how well it ranks the disputed samples first; 0.5 = no better than chance)."""
+    disputed = agreement < 1.0
+    auroc = noise_detection_metrics(scores=scores, is_noisy=disputed)["auroc"]
+    return {"agreed": float(np.mean(scores[~disputed])), "disputed": float(np.mean(scores[disputed])),
+            "auroc_disputed": auroc}  # fmt: skip
 
 
 def _column(dataset: datasets.Dataset, name: str) -> np.ndarray:

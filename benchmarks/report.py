@@ -210,8 +210,9 @@ def _header(ok: list[dict[str, Any]], planned: int | None, num_errors: int) -> l
 def _noise_line(ok: list[dict[str, Any]], task: str) -> list[str]:
     realised: dict[str, list[float]] = {}
     for row in ok:
-        if row["task"] == task and row["method"] != "oracle":
-            realised.setdefault(row["cell"], []).append(100 * float(row["noise"]["realized_rate"]))
+        rate = row["noise"].get("realized_rate")
+        if row["task"] == task and row["method"] != "oracle" and rate is not None:
+            realised.setdefault(row["cell"], []).append(100 * float(rate))
     if not realised:
         return []
     parts = [f"{cell} {statistics.fmean(v):.1f}%" for cell, v in realised.items()]
@@ -220,9 +221,9 @@ def _noise_line(ok: list[dict[str, Any]], task: str) -> list[str]:
 
 def _table(summaries: list[Summary]) -> list[str]:
     lines = [
-        "| cell | method | seeds | best acc. (%) | last acc. (%) | Δ vs trainer, best / last (pts) | precision | "
-        "recall | F1 | AUROC | wall (s) | wall / trainer | s / step | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| cell | method | seeds | best acc. (%) | last acc. (%) | CLID-chosen acc. (%) | Δ vs trainer, best / last "
+        "(pts) | precision | recall | F1 | AUROC | wall (s) | wall / trainer | s / step | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     baselines = {(s.task, s.cell): s for s in summaries if s.method == BASELINE}
     for s in summaries:
@@ -238,7 +239,8 @@ def _table(summaries: list[Summary]) -> list[str]:
         reused = _reuse_marks(s.rows)
         lines.append(
             f"| {s.cell} | {s.method}{reused} | {seeds} | {_mean_std(s.values('best_accuracy'), 100, 1)} | "
-            f"{_mean_std(s.values('last_accuracy'), 100, 1)} | {delta} | "
+            f"{_mean_std(s.values('last_accuracy'), 100, 1)} | {_mean_std(s.values('clid_accuracy'), 100, 1)} | "
+            f"{delta} | "
             f"{_mean_std(s.values('detection.precision'), 1, 3)} | {_mean_std(s.values('detection.recall'), 1, 3)} | "
             f"{_mean_std(s.values('detection.f1'), 1, 3)} | {_mean_std(s.values('detection.auroc'), 1, 3)} | "
             f"{_mean_std(s.values('wall_s'), 1, 0)} | {ratio} | {_mean_std(s.values('s_per_step'), 1, 3)} | "

