@@ -11,7 +11,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .methods import METHOD_NAMES, get_method
-from .methods.clid_mu import CLID_SCOPES, META_OPTIMIZERS
+from .methods.clid_mu import CLID_CORRECTIONS, CLID_SCOPES, META_OPTIMIZERS
 from .methods.ido import CORRECTIONS, ENTROPY_TERMS, MIXTURES
 
 
@@ -75,6 +75,11 @@ class NoisyLabelConfig(TrainingArguments):
             what one process sees in one forward (a micro-batch under gradient accumulation or DDP).
         clid_warmup_epochs: Epochs at the start whose real step is unweighted cross-entropy; the meta network is
             trained from the first step all the same.
+        clid_correction: `"none"` (the paper: a flagged sample keeps only its small weight) or `"pseudo_label"`
+            (label correction: a sample also learns, in proportion to its `noise_score` of the last epoch end, the
+            prediction the model made at its previous visit when that was at least `clid_pseudo_label_threshold`
+            confident; the corrected label and its confidence go into the noise report).
+        clid_pseudo_label_threshold: Smallest confidence of the previous visit's prediction that makes a pseudo-label.
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
             `metric_for_best_model="clid"`.
 
@@ -154,6 +159,12 @@ class NoisyLabelConfig(TrainingArguments):
     )
     clid_warmup_epochs: float = field(
         default=0.0, metadata={"help": "Epochs of unweighted training (the meta network already learns)."}
+    )
+    clid_correction: str = field(
+        default="none", metadata={"help": "Target for flagged samples.", "choices": CLID_CORRECTIONS}
+    )
+    clid_pseudo_label_threshold: float = field(
+        default=0.95, metadata={"help": "Smallest confidence for a CLID-MU pseudo-label."}
     )
     clid_eval: bool = field(default=False, metadata={"help": "Compute eval_clid during evaluation."})
 

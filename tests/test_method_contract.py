@@ -97,7 +97,9 @@ METHODS = sorted(METHOD_NAMES)
 # IDO's label correction keeps per-sample state of its own (the weak view's last prediction): threshold 0 corrects
 # every flagged sample, so the tiny runs below make corrections.
 IDO_CORRECTION = {"ido_correction": "pseudo_label", "ido_pseudo_label_threshold": 0.0}
-VARIANTS = [(m, {}) for m in METHODS] + [("ido", IDO_CORRECTION)]
+CLID_CORRECTION = {"clid_correction": "pseudo_label", "clid_pseudo_label_threshold": 0.0}
+CORRECTION_COLUMNS = {"corrected_label", "correction_confidence"}  # written only with label correction on
+VARIANTS = [(m, {}) for m in METHODS] + [("ido", IDO_CORRECTION), ("clid_mu", CLID_CORRECTION)]
 
 
 def _trainer(out_dir, method, with_clean_label=True, **kwargs):
@@ -122,14 +124,17 @@ def test_the_user_method_is_registered_beside_the_built_in_ones():
     assert get_method("soft_bootstrap") is SoftBootstrapping
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_trains_reports_and_cites_its_own_paper(tmp_path, method):
-    trainer = _trainer(tmp_path, method)
+@pytest.mark.parametrize("method, variant", VARIANTS)
+def test_trains_reports_and_cites_its_own_paper(tmp_path, method, variant):
+    trainer = _trainer(tmp_path, method, **variant)
     trainer.train()
     report = trainer.noise_report()
     scores = np.asarray(report["noise_score"][:])
     assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
-    assert set(trainer.method.report_columns) <= set(report.column_names)
+    expected = set(trainer.method.report_columns) - (set() if variant else CORRECTION_COLUMNS)
+    assert expected <= set(report.column_names)
+    if variant:  # label correction on: some flagged sample got a corrected label
+        assert (np.asarray(report["corrected_label"][:]) != np.asarray(report["label"][:])).any()
     trainer.create_model_card()
     card = (tmp_path / "README.md").read_text()
     own = trainer.method.citation
@@ -154,7 +159,8 @@ def test_clean_labels_are_never_read_for_training(tmp_path, method, variant):
 
 
 @pytest.mark.parametrize(
-    "method, step, variant", [(m, 8, {}) for m in METHODS] + [("ido", 16, {}), ("ido", 16, IDO_CORRECTION)]
+    "method, step, variant",
+    [(m, 8, {}) for m in METHODS] + [("ido", 16, {}), ("ido", 16, IDO_CORRECTION), ("clid_mu", 8, CLID_CORRECTION)],
 )
 def test_resumes_bit_identically_from_a_middle_checkpoint(tmp_path, method, step, variant):
     full = _trainer(tmp_path / "full", method, **variant)

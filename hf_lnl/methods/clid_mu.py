@@ -33,6 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..clid import clid
+from ..correction import PredictionMemory, pseudo_label_loss
 from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
@@ -51,6 +52,8 @@ CLID_MU_CITATION = Citation(
 )
 CLID_SCOPES = ("head", "last_k", "all")
 META_OPTIMIZERS = ("adam", "sgd")
+CLID_CORRECTIONS = ("none", "pseudo_label")  # clid_correction
+PREVIOUS_PREFIX = "previous_"  # state tensors of the previous visit's remembered predictions
 WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vanish gives a zero loss, not NaN
 
 
@@ -126,12 +129,15 @@ class CLIDMU(LNLMethod):
         "look-ahead step. `noise_score` is derived from the sample's meta weight."
     )
     citation = CLID_MU_CITATION
-    report_columns = ("meta_weight",)
-    state_tensors = ("meta_weight", "meta_set_indices", "meta_net.*", "meta_optimizer.*")
+    report_columns = ("meta_weight", "corrected_label", "correction_confidence")
+    state_tensors = (
+        "meta_weight", "meta_set_indices", "meta_net.*", "meta_optimizer.*", "previous_*", "noisy_probability",
+    )  # fmt: skip
     config_fields = (
         "clid_scope", "clid_last_k", "clid_lookahead_lr", "clid_meta_lr", "clid_meta_optimizer",
         "clid_meta_weight_decay", "clid_meta_hidden_size", "clid_meta_set_size", "clid_meta_batch_size",
         "clid_update_every", "clid_temperature", "clid_head_module", "clid_class_balanced", "clid_warmup_epochs",
+        "clid_correction", "clid_pseudo_label_threshold",
     )  # fmt: skip
 
     @classmethod
@@ -148,6 +154,16 @@ class CLIDMU(LNLMethod):
         for name in ("clid_lookahead_lr", "clid_meta_lr"):  # a negative look-ahead step climbs the weighted loss
             if not 0.0 < getattr(args, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number above 0, got {getattr(args, name)}.")
+        if args.clid_correction not in CLID_CORRECTIONS:
+            raise ValueError(
+                f"clid_correction={args.clid_correction!r} is not supported; choose one of "
+                f"{', '.join(map(repr, CLID_CORRECTIONS))}."
+            )
+        if not 0.0 <= args.clid_pseudo_label_threshold <= 1.0:
+            raise ValueError(
+                f"clid_pseudo_label_threshold is a softmax confidence and must lie in [0, 1], got "
+                f"{args.clid_pseudo_label_threshold}."
+            )
         for name in ("clid_meta_weight_decay", "clid_warmup_epochs"):
             if not 0.0 <= getattr(args, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(args, name)}.")
@@ -168,6 +184,8 @@ class CLIDMU(LNLMethod):
         self._noisy: torch.Tensor | None = None  # label != clean label, when clean labels are known
         self._last_meta_step = -1
         self._num_classes = 0
+        self.previous_predictions: PredictionMemory | None = None  # label correction: the previous visit's prediction
+        self.noisy_probability: torch.Tensor | None = None  # label correction: noise_score at the last epoch end
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -194,6 +212,9 @@ class CLIDMU(LNLMethod):
         clean = self.context.label_info.clean_labels  # for the logged meta_weight_clean / _noisy only
         self._noisy = None if clean is None else torch.from_numpy(clean != labels).to(args.device)
         self._last_meta_step = -1
+        if self._corrects:
+            self.previous_predictions = PredictionMemory(len(labels), args.device)
+            self.noisy_probability = torch.zeros(len(labels), dtype=torch.float32, device=args.device)
 
     def _check_supported(self) -> None:
         if self.args.fp16 or any(p.dtype == torch.float16 for p in self.context.model.parameters()):
@@ -254,8 +275,38 @@ class CLIDMU(LNLMethod):
         warming_up = (self.context.epoch or 0.0) < self.args.clid_warmup_epochs
         weights = keep.to(raw_weights.dtype) if warming_up else raw_weights * keep
         loss = (self._normalise(weights, labels) * losses).sum()
+        if self._corrects and sample_index is not None:
+            loss = loss + self._correction(outputs["logits"], sample_index, keep, metrics)
         metrics.update(self._track(sample_index, raw_weights, keep))
         return MethodOutput(loss, outputs, (outputs["logits"],), labels, per_sample_loss=losses, metrics=metrics)
+
+    @property
+    def _corrects(self) -> bool:
+        return self.args.clid_correction == "pseudo_label"
+
+    def _correction(
+        self, logits: torch.Tensor, sample_index: torch.Tensor, keep: torch.Tensor, metrics: dict[str, Any]
+    ) -> torch.Tensor:
+        """Label correction's share of the loss: each sample learns its previous visit's confident prediction in
+        proportion to its noise score of the last epoch end; then this visit's predictions are remembered."""
+        pseudo_labels, confidence = self.previous_predictions.lookup(sample_index)
+        p_noisy = self.noisy_probability[sample_index.to(self.noisy_probability.device)].to(logits.device)
+        threshold = self.args.clid_pseudo_label_threshold
+        per_sample, corrected = pseudo_label_loss(logits, pseudo_labels, confidence, p_noisy, threshold)
+        self.previous_predictions.update(sample_index, logits)
+        count = keep.sum().clamp_min(1)
+        correction = (per_sample * keep).sum() / count
+        metrics["clid_correction"] = correction.detach()
+        metrics["clid_corrected"] = (corrected * keep).sum().detach() / count
+        return correction
+
+    def corrected_labels(self) -> np.ndarray:
+        """The label each flagged sample is taught (its previous visit's confident prediction), else the given one."""
+        labels = np.asarray(self.context.label_info.labels)
+        if not self._corrects:
+            return labels.copy()
+        flagged = self.noise_scores() > self.args.noise_score_threshold
+        return self.previous_predictions.corrected_labels(labels, flagged, self.args.clid_pseudo_label_threshold)
 
     def lookahead_meta_loss(
         self,
@@ -396,6 +447,9 @@ class CLIDMU(LNLMethod):
     # ------------------------------------------------------------------------------------------------ epochs
     def on_epoch_end(self) -> dict[str, float]:
         """Mean meta weight of the clean and of the mislabelled samples (when clean labels are known)."""
+        if self._corrects:  # the next epoch's correction strength per sample
+            scores = torch.as_tensor(self.noise_scores(), dtype=torch.float32)
+            self.noisy_probability = scores.to(self.noisy_probability.device)
         if self._noisy is None:
             return {}
         weights = self.meta_weight[:-1].float()
@@ -413,6 +467,9 @@ class CLIDMU(LNLMethod):
             "meta_set_indices": torch.from_numpy(self.meta_set_indices),
         }
         tensors.update({f"meta_net.{name}": p.detach() for name, p in self.meta_net.named_parameters()})
+        if self._corrects:
+            tensors.update(self.previous_predictions.state_dict(PREVIOUS_PREFIX))
+            tensors["noisy_probability"] = self.noisy_probability
         for param_id, state in self.meta_optimizer.state_dict()["state"].items():
             for key, value in state.items():
                 if value is not None:
@@ -439,6 +496,13 @@ class CLIDMU(LNLMethod):
                 f"{self.args.clid_scope!r}; resume with clid_scope={metadata['scope']!r}."
             )
         self.meta_weight[:-1] = tensors["meta_weight"].to(self.meta_weight.device, self.meta_weight.dtype)
+        if self._corrects:
+            if "noisy_probability" not in tensors:
+                raise ValueError(
+                    "The checkpoint's CLID-MU run had no label correction; resume with clid_correction='none'."
+                )
+            self.previous_predictions.load_state_dict(tensors, PREVIOUS_PREFIX)
+            self.noisy_probability = tensors["noisy_probability"].to(self.noisy_probability.device, torch.float32)
         self.meta_set_indices = tensors["meta_set_indices"].numpy().astype(np.int64)
         self._prepare_meta_set()
         with torch.no_grad():
@@ -458,7 +522,13 @@ class CLIDMU(LNLMethod):
         return low_weight_posterior(self.meta_weight[:-1].float().cpu().numpy())
 
     def report_values(self) -> dict[str, np.ndarray]:
-        return {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
+        columns = {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
+        if self._corrects:
+            columns.update(
+                corrected_label=self.corrected_labels(),
+                correction_confidence=self.previous_predictions.confidence.cpu().numpy().astype(np.float32),
+            )
+        return columns
 
 
 def low_weight_posterior(weights: np.ndarray, min_relative_spread: float = 0.01, seed: int = 0) -> np.ndarray:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from ..correction import PredictionMemory, pseudo_label_loss
 from ..data import IGNORE_INDEX
-from ..distributed import gather_rows
 from ..features import unwrap_model
 from ..metrics import estimated_noise_rate
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
@@ -45,7 +45,7 @@ STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
 CORRECTIONS = ("entropy", "pseudo_label")  # ido_correction
-NO_CORRECTION = -1  # corrected_label of a sample stage 2 has not seen yet
+WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of push_to_hub's upload
@@ -180,9 +180,8 @@ class IDO(LNLMethod):
         self._device = context.wrong_events.device
         self._labels = torch.as_tensor(context.label_info.labels, device=self._device)
         # The weak view's prediction and confidence at each sample's last stage-2 visit: the label correction's
-        # pseudo-label (kept for every method setting, so the report can show what a correction would be).
-        self.weak_prediction = torch.full_like(self._labels, NO_CORRECTION)
-        self.weak_confidence = torch.zeros(self._labels.shape, dtype=torch.float32, device=self._device)
+        # pseudo-label, and the report's corrected label.
+        self.weak_predictions = PredictionMemory(len(self._labels), self._device)
         if self.args.ido_stage1_dir is not None:
             self._load_stage1(self.args.ido_stage1_dir)
 
@@ -242,7 +241,7 @@ class IDO(LNLMethod):
             self.args.ido_entropy == "confidence",
             pseudo_label_threshold=self.args.ido_pseudo_label_threshold if self._corrects else None,
         )
-        self._remember_weak_predictions(sample_index, logits_weak)
+        self.weak_predictions.update(sample_index, logits_weak)
         metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": v for k, v in parts.items() if k != "loss"}
         metrics["ido_stage"] = 2.0
         outputs["logits"] = logits_weak
@@ -252,26 +251,15 @@ class IDO(LNLMethod):
     def _corrects(self) -> bool:
         return self.args.ido_correction == "pseudo_label"
 
-    def _remember_weak_predictions(self, sample_index: torch.Tensor, logits_weak: torch.Tensor) -> None:
-        confidence, prediction = F.softmax(logits_weak.detach().float(), dim=-1).max(dim=-1)
-        index, prediction, confidence = gather_rows(sample_index, prediction, confidence)
-        index = index.to(self._device)
-        self.weak_prediction[index] = prediction.to(self._device, self.weak_prediction.dtype)
-        self.weak_confidence[index] = confidence.to(self._device, torch.float32)
-
     def corrected_labels(self) -> np.ndarray:
         """The label stage 2 teaches each sample: the weak view's last prediction where the sample is flagged
         (`noise_score` above the threshold) and that prediction was confident enough, else the given label. Equal to
         the given labels without `ido_correction="pseudo_label"` or before stage 2."""
-        labels = np.asarray(self.context.label_info.labels).copy()
+        labels = np.asarray(self.context.label_info.labels)
         if self.stage == 1 or not self._corrects:
-            return labels
-        prediction = self.weak_prediction.cpu().numpy()
-        confident = self.weak_confidence.cpu().numpy() >= self.args.ido_pseudo_label_threshold
+            return labels.copy()
         flagged = self.noise_scores() > self.args.noise_score_threshold
-        corrected = flagged & confident & (prediction != NO_CORRECTION) & (labels != IGNORE_INDEX)
-        labels[corrected] = prediction[corrected]
-        return labels
+        return self.weak_predictions.corrected_labels(labels, flagged, self.args.ido_pseudo_label_threshold)
 
     def _views_for(self, inputs: dict[str, Any]) -> ImageViews | TextMasker | None:
         if self._views is None:
@@ -431,7 +419,7 @@ class IDO(LNLMethod):
         if self.stage == 2 and self._corrects:
             columns.update(
                 corrected_label=self.corrected_labels(),
-                correction_confidence=self.weak_confidence.cpu().numpy().astype(np.float32),
+                correction_confidence=self.weak_predictions.confidence.cpu().numpy().astype(np.float32),
             )
         return columns
 
@@ -440,7 +428,7 @@ class IDO(LNLMethod):
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        tensors = {"weak_prediction": self.weak_prediction, "weak_confidence": self.weak_confidence}
+        tensors = self.weak_predictions.state_dict(WEAK_PREFIX)
         return tensors if self.stage1_counts is None else {"stage1_counts": self.stage1_counts, **tensors}
 
     def metadata(self) -> dict[str, Any]:
@@ -464,9 +452,8 @@ class IDO(LNLMethod):
         self.safeguards = list(metadata.get("safeguards", []))
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
-        if "weak_prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
-            self.weak_prediction = tensors["weak_prediction"].to(self._device, self.weak_prediction.dtype)
-            self.weak_confidence = tensors["weak_confidence"].to(self._device, torch.float32)
+        if f"{WEAK_PREFIX}prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
+            self.weak_predictions.load_state_dict(tensors, WEAK_PREFIX)
         if metadata["mixture"] is not None:
             self.mixture.set_params_from(metadata["mixture"])
             table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
@@ -548,13 +535,12 @@ def ido_loss(
         parts_per_sample["entropy"] = (1.0 - p_clean) * entropy
     else:
         confidence, pseudo_label = F.softmax(z_w.detach(), dim=-1).max(dim=-1)
-        confident = (confidence >= pseudo_label_threshold).float()
-        corrected = F.cross_entropy(z_s, pseudo_label, reduction="none")
-        parts_per_sample["correction"] = (1.0 - p_clean) * confident * corrected
+        correction, corrected = pseudo_label_loss(z_s, pseudo_label, confidence, 1.0 - p_clean, pseudo_label_threshold)
+        parts_per_sample["correction"] = correction
     per_sample = sum(parts_per_sample.values()) * keep
     parts = {name: (value * keep).sum() / count for name, value in parts_per_sample.items()}
     if pseudo_label_threshold is not None:
-        parts["corrected"] = ((1.0 - p_clean) * confident * keep).sum().detach() / count
+        parts["corrected"] = (corrected * keep).sum().detach() / count
     parts["loss"] = per_sample.sum() / count
     return per_sample, parts
 

@@ -1,0 +1,90 @@
+"""Label correction: what a method teaches the samples it flags instead of discarding them.
+
+`PredictionMemory` keeps, per training sample, the model's latest prediction and its confidence (the softmax maximum)
+from the training forward the method already runs, identical on every process. A flagged sample whose remembered
+prediction is confident enough gets that prediction as its corrected target (FixMatch's rule, Sohn et al. 2020;
+with threshold 0, dynamic hard bootstrapping, Arazo et al. 2019). IDO reads the weak view of the same step and
+teaches the strong view; CLID-MU, which has one view, reads the prediction of the sample's previous visit (a teacher
+one epoch old, not the prediction being trained).
+
+Example:
+    >>> memory = PredictionMemory(num_samples=4, device="cpu")
+    >>> memory.update(torch.tensor([0, 2]), torch.tensor([[4.0, 0.0], [0.0, 0.1]]))
+    >>> memory.corrected_labels(np.array([1, 1, 1, 1]), flagged=np.array([True, False, True, True]), threshold=0.9)
+    array([0, 1, 1, 1])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .data import IGNORE_INDEX
+from .distributed import gather_rows
+
+NOT_SEEN = -1  # the remembered prediction of a sample not visited yet
+
+
+class PredictionMemory:
+    """Per-sample latest prediction and confidence, for label correction (see the module docstring).
+
+    Attributes:
+        prediction: (N,) long, the argmax of the last logits seen for each sample (`NOT_SEEN` before its first visit).
+        confidence: (N,) float32, the softmax maximum of those logits (0 before the first visit).
+    """
+
+    def __init__(self, num_samples: int, device: torch.device | str):
+        self.prediction = torch.full((num_samples,), NOT_SEEN, dtype=torch.long, device=device)
+        self.confidence = torch.zeros(num_samples, dtype=torch.float32, device=device)
+
+    def update(self, sample_index: torch.Tensor, logits: torch.Tensor) -> None:
+        """Remember this batch's predictions (gathered from every process, so every process holds the same)."""
+        confidence, prediction = F.softmax(logits.detach().float(), dim=-1).max(dim=-1)
+        index, prediction, confidence = gather_rows(sample_index, prediction, confidence)
+        index = index.to(self.prediction.device)
+        self.prediction[index] = prediction.to(self.prediction.device, torch.long)
+        self.confidence[index] = confidence.to(self.confidence.device, torch.float32)
+
+    def lookup(self, sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prediction, confidence) remembered for a batch's samples, on the batch's device."""
+        index = sample_index.to(self.prediction.device)
+        return self.prediction[index].to(sample_index.device), self.confidence[index].to(sample_index.device)
+
+    def corrected_labels(self, labels: np.ndarray, flagged: np.ndarray, threshold: float) -> np.ndarray:
+        """`labels` with each flagged sample's remembered prediction where it is at least `threshold` confident."""
+        labels = np.asarray(labels).copy()
+        prediction = self.prediction.cpu().numpy()
+        confident = self.confidence.cpu().numpy() >= threshold
+        corrected = np.asarray(flagged) & confident & (prediction != NOT_SEEN) & (labels != IGNORE_INDEX)
+        labels[corrected] = prediction[corrected]
+        return labels
+
+    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}prediction": self.prediction, f"{prefix}confidence": self.confidence}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        self.prediction = tensors[f"{prefix}prediction"].to(self.prediction.device, torch.long)
+        self.confidence = tensors[f"{prefix}confidence"].to(self.confidence.device, torch.float32)
+
+
+def pseudo_label_loss(
+    logits: torch.Tensor,
+    pseudo_labels: torch.Tensor,
+    confidence: torch.Tensor,
+    p_noisy: torch.Tensor,
+    threshold: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample `p_noisy * 1[confidence >= threshold] * CE(logits, pseudo_labels)` (0 for samples never seen), and
+    the per-sample weight `p_noisy * 1[...]` (the share of the sample that is corrected).
+
+    Example:
+        >>> loss, weight = pseudo_label_loss(torch.zeros(2, 3), torch.tensor([0, -1]), torch.tensor([0.99, 0.0]),
+        ...                                  torch.tensor([1.0, 1.0]), 0.95)
+        >>> [round(v, 4) for v in loss.tolist()], weight.tolist()
+        ([1.0986, 0.0], [1.0, 0.0])
+    """
+    seen = pseudo_labels != NOT_SEEN
+    weight = p_noisy * ((confidence >= threshold) & seen).to(p_noisy.dtype)
+    safe = torch.where(seen, pseudo_labels, torch.zeros_like(pseudo_labels))
+    return weight * F.cross_entropy(logits.float(), safe, reduction="none"), weight
