@@ -56,6 +56,10 @@ class NoisyLabelConfig(TrainingArguments):
             confident, as FixMatch; the corrected label and its confidence go into the noise report).
         ido_pseudo_label_threshold: Smallest weak-view confidence that makes a pseudo-label (`0` corrects every
             flagged sample, as dynamic hard bootstrapping).
+        ido_premise_safeguard: Check IDO's premise at the end of stage 1: when the samples the mixture would trust
+            were still predicted wrongly in more than a third of the stage-1 epochs (the base model has not learnt
+            them, e.g. a network trained from scratch), stage 2 trains with GCE (`gce_q`) on the unaugmented inputs
+            instead of IDO's weighted loss. Logged and named in the model card when it fires.
 
     Parameters of CLID-MU (Hu et al., KDD 2025):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
@@ -138,6 +142,9 @@ class NoisyLabelConfig(TrainingArguments):
     )
     ido_pseudo_label_threshold: float = field(
         default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}
+    )
+    ido_premise_safeguard: bool = field(
+        default=False, metadata={"help": "Stage 2 falls back to GCE when stage 1 did not learn the trusted samples."}
     )
 
     clid_scope: str = field(default="head", metadata={"help": "Parameters of the look-ahead.", "choices": CLID_SCOPES})

@@ -103,6 +103,58 @@ def test_corrected_labels_reach_the_report_the_log_the_card_and_relabelling(tmp_
     np.testing.assert_array_equal(relabelled["label"][:], corrected)
 
 
+@pytest.mark.parametrize("clean_error, fires", [(0.5, True), (0.2, False)])
+def test_premise_safeguard_falls_back_to_gce_when_stage1_did_not_learn_the_trusted_samples(
+    tmp_path, monkeypatch, caplog, clean_error, fires
+):
+    from hf_lnl.methods import ido
+
+    monkeypatch.setattr(ido, "clean_component_error_rate", lambda mixture: clean_error)
+    processor, model, data = _image_setup()
+    args = NoisyLabelConfig(
+        str(tmp_path / "out"), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
+        learning_rate=1e-3, ido_premise_safeguard=True, **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    with caplog.at_level("WARNING", logger="hf_lnl"):
+        trainer.train()
+    history = trainer.state.log_history
+    stage2_parts = [entry for entry in history if "ido_consistency" in entry]
+    assert any("ido_fallback" in entry for entry in history) is fires
+    assert (not stage2_parts) is fires  # the fallback trains with GCE alone: no IDO loss parts
+    assert ("IDO safeguard: stage 2 trained with GCE" in caplog.text) is fires
+    report = trainer.noise_report()
+    assert ("p_clean" not in report.column_names) is fires
+    scores = np.asarray(report["noise_score"][:])
+    assert ((scores >= 0) & (scores <= 1)).all()
+    trainer.create_model_card()
+    assert ("IDO safeguard fired: stage 2 trained with GCE" in (tmp_path / "out" / "README.md").read_text()) is fires
+    assert trainer.method.metadata()["fallback"] is fires
+
+
+def test_premise_fallback_resumes_bit_identically(tmp_path, monkeypatch):
+    from hf_lnl.methods import ido
+
+    monkeypatch.setattr(ido, "clean_component_error_rate", lambda mixture: 0.5)
+
+    def trainer(folder):  # text: transformers' own Trainer does not resume the tiny ViT bit-identically either
+        args = NoisyLabelConfig(
+            str(tmp_path / folder), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
+            learning_rate=1e-3, ido_premise_safeguard=True, ido_mask_token_id=3,
+            **{**COMMON, "save_strategy": "steps"}, save_steps=14,
+        )  # fmt: skip
+        return NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+
+    full = trainer("full")
+    full.train()
+    resumed = trainer("resumed")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-14"))  # in stage 2, after the fallback
+    assert resumed.method.fallback and resumed.method.metadata() == full.method.metadata()
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
+
+
 def test_stage_split_configuration(tmp_path):
     assert stage_epochs(NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6)) == (2, 4)
     assert stage_epochs(NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=15)) == (5, 10)

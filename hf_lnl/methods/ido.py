@@ -35,6 +35,7 @@ from ..state import CheckpointStateError
 from ..tracking import select_base_epoch
 from ..views import RANDAUGMENT_MAX_MAGNITUDE, ImageViews, TextMasker
 from .base import Citation, LNLMethod, MethodOutput
+from .cross_entropy import gce_loss
 from .registry import register_method
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,10 @@ MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of push_to_hub's upload
 WEAK_BASE_NOISE_RATE = 0.5  # more labels than this judged noisy after stage 1 means the base model learnt little
+# ido_premise_safeguard: IDO assumes the base model already agrees with the labels it will trust. The mixture's clean
+# component is the samples it will trust; if their mean wrong-event rate over stage 1 is above this, the base model has
+# not learnt them (measured after stage 1: Task A 0.11, Task B2 0.18, Task B from scratch 0.49-0.53).
+PREMISE_MAX_CLEAN_ERROR_RATE = 1 / 3
 STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<input>_strong`
 IDO_CITATION = Citation(
     key="zhang2025handling",
@@ -123,7 +128,7 @@ class IDO(LNLMethod):
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
         "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1", "ido_correction",
-        "ido_pseudo_label_threshold",
+        "ido_pseudo_label_threshold", "ido_premise_safeguard",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -167,6 +172,7 @@ class IDO(LNLMethod):
         self.stage1_counts: torch.Tensor | None = None
         self._stage1_epochs_from_disk = 0
         self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
+        self.fallback = False  # the premise safeguard fired: stage 2 is GCE on the unaugmented inputs
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
         _check_mask_token_id(self.args.ido_mask_token_id, unwrap_model(context.model).config)  # before step 1
         if self.args.ido_mixture == "per_class":
@@ -188,7 +194,7 @@ class IDO(LNLMethod):
     def max_wrong_events(self) -> int:
         """Largest wrong-event count possible so far: stage 1 has one view, so one per epoch counted (stage 2: the
         whole run's maximum, `max_count`)."""
-        if self.stage == 1:
+        if self.stage == 1 or self.fallback:
             return max(self.context.epochs_counted, 1)
         return self.max_count
 
@@ -214,6 +220,12 @@ class IDO(LNLMethod):
         labels = inputs.pop("labels")
         views = self._views_for(inputs)
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
+        if self.fallback:  # the premise safeguard fired: a noise-robust loss on the inputs as given
+            outputs = model(**{k: v for k, v in inputs.items() if not k.endswith(STRONG_SUFFIX)})
+            losses = gce_loss(outputs["logits"], labels, self.args.gce_q)
+            keep = (labels != IGNORE_INDEX).float()
+            loss = losses.sum() / keep.sum().clamp_min(1.0)
+            return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 2.0})
         weak = self._weak(inputs)
         if self.stage == 1:
             outputs = model(**weak)
@@ -325,6 +337,8 @@ class IDO(LNLMethod):
                     return self._extend_stage1()
                 return self._start_stage2()
             return {"ido_stage": 1.0}
+        if self.fallback:
+            return {"ido_stage": 2.0, "ido_fallback": 1.0}
         self._refit(STAGE2_REFIT_ITERATIONS[self.args.ido_mixture])
         return {"ido_stage": 2.0, **self._mixture_logs()}
 
@@ -360,10 +374,13 @@ class IDO(LNLMethod):
         self.stage1_counts = context.wrong_events.to(torch.int16).clone()
         if self.args.should_save:
             self.save_stage1(os.path.join(self.args.output_dir, STAGE1_FOLDER))
+        self._refit(STAGE1_REFIT_ITERATIONS)
+        clean_error = clean_component_error_rate(self.mixture)
+        if self.args.ido_premise_safeguard and clean_error > PREMISE_MAX_CLEAN_ERROR_RATE:
+            return self._start_fallback(clean_error)
         unwrap_model(context.model).load_state_dict(self.base_state)
         self.base_state = None
         self.stage = 2
-        self._refit(STAGE1_REFIT_ITERATIONS)
         context.restart_optimization()
         logger.info(f"IDO stage 2 starts from the base model of epoch {self.base_epoch}.")
         flagged = estimated_noise_rate(self.noise_scores(), self.args.noise_score_threshold)
@@ -375,6 +392,23 @@ class IDO(LNLMethod):
                 "'none' (on a from-scratch ViT a longer stage 1 was measured not to help)."
             )
         return {"ido_stage": 2.0, "ido_base_epoch": float(self.base_epoch), **self._mixture_logs()}
+
+    def _start_fallback(self, clean_error: float) -> dict[str, float]:
+        """The premise safeguard: the samples the mixture would trust were wrong on `clean_error` of the stage-1
+        epochs, so the base model has not learnt them and IDO's weighting would mostly minimise entropy. Stage 2
+        continues from the current model with GCE on the unaugmented inputs, a loss robust to noise without
+        detection (a fresh optimiser and schedule, as stage 2 always has)."""
+        self.fallback, self.stage, self.base_state = True, 2, None
+        note = (
+            f"stage 2 trained with GCE (q {self.args.gce_q:g}) on the unaugmented inputs instead of IDO's weighted "
+            f"loss: after stage 1 the samples IDO's mixture would trust were still predicted wrongly in "
+            f"{clean_error:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}), so the base model had not "
+            "learnt them (typical of a network trained from scratch)"
+        )
+        self.safeguards.append(note)
+        logger.warning(f"IDO safeguard: {note}.")
+        self.context.restart_optimization()
+        return {"ido_stage": 2.0, "ido_fallback": 1.0, "ido_clean_component_error_rate": clean_error}
 
     def _refit(self, iterations: int) -> None:
         counts = self.context.counts()
@@ -403,20 +437,20 @@ class IDO(LNLMethod):
 
     def noise_scores(self) -> np.ndarray:
         """`p_noisy` of the current beta mixture (stage 2); wrong events / maximum during stage 1."""
-        if self.stage == 1:
+        if self.stage == 1 or self.fallback:
             return super().noise_scores()
         return self._stats_now()[:, 1]
 
     def report_values(self) -> dict[str, np.ndarray]:
         counts = self.context.counts()
         columns: dict[str, np.ndarray] = {}
-        if self.stage == 2:
+        if self.stage == 2 and not self.fallback:
             stats = self._stats_now()
             columns.update(p_clean=stats[:, 0].astype(np.float32), p_noisy=stats[:, 1].astype(np.float32))
         if self.stage1_counts is not None:
             stage1 = self.stage1_counts.cpu().numpy().astype(np.int64)
             columns.update(stage1_wrong_events=stage1, stage2_wrong_events=counts - stage1)
-        if self.stage == 2 and self._corrects:
+        if self.stage == 2 and self._corrects and not self.fallback:
             columns.update(
                 corrected_label=self.corrected_labels(),
                 correction_confidence=self.weak_predictions.confidence.cpu().numpy().astype(np.float32),
@@ -424,7 +458,7 @@ class IDO(LNLMethod):
         return columns
 
     def fitted_mixture(self) -> Any:
-        return self.mixture if self.stage == 2 else None
+        return self.mixture if self.stage == 2 and not self.fallback else None
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
@@ -437,6 +471,7 @@ class IDO(LNLMethod):
             "base_epoch": self.base_epoch,
             "search_done": self.search_done,
             "mixture": self.mixture.get_params() if self.stage == 2 else None,
+            "fallback": self.fallback,
             "stage1_epochs_from_disk": self._stage1_epochs_from_disk,
             "stage_epochs": [self.stage1_epochs, self.stage2_epochs],
             "safeguards": list(self.safeguards),
@@ -450,6 +485,7 @@ class IDO(LNLMethod):
         if "stage_epochs" in metadata:  # written since the stage-1 extension safeguard (hf_lnl 0.2)
             self.stage1_epochs, self.stage2_epochs = (int(e) for e in metadata["stage_epochs"])
         self.safeguards = list(metadata.get("safeguards", []))
+        self.fallback = bool(metadata.get("fallback", False))
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
         if f"{WEAK_PREFIX}prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
@@ -489,6 +525,20 @@ class IDO(LNLMethod):
         self.stage1_counts = self.context.wrong_events.to(torch.int16).clone()
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
+
+
+def clean_component_error_rate(mixture: BetaMixture | ClassConditionalBetaMixture) -> float:
+    """Mean (min-max normalised) wrong-event rate of the lower component of the (global) beta mixture: how often the
+    samples the mixture calls clean were predicted wrongly.
+
+    Example:
+        >>> round(clean_component_error_rate(BetaMixture().fit(np.array([0] * 80 + [1] * 5 + [3] * 20))), 2)
+        0.02
+    """
+    params = mixture.get_params()
+    source = params.get("global", params)
+    means = [a / (a + b) for a, b in zip(source["alphas"], source["betas"])]
+    return float(min(means))
 
 
 def ido_loss(
