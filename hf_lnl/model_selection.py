@@ -63,7 +63,10 @@ def evaluate_clid(trainer: Trainer, dataset: Any = None) -> float:
     model.eval()
     features, logits = [], []
     try:
-        with torch.no_grad(), HeadFeatureCapture(model, args.clid_head_module) as capture:
+        # fork_rng: iterating a DataLoader draws its base seed from the global generator, and a label-free score must
+        # not change the training that follows (dropout, augmentation, the next epoch's order).
+        capture = HeadFeatureCapture(model, args.clid_head_module)
+        with torch.random.fork_rng(devices=[]), torch.no_grad(), capture:
             for batch in dataloader:
                 batch = strip_labels(trainer._prepare_inputs(batch), args.sample_index_column, args.label_column)
                 batch_logits = model(**batch)["logits"]

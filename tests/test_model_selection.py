@@ -128,3 +128,22 @@ def test_eval_clid_needs_two_samples(tmp_path):
     trainer = NoisyLabelTrainer(model=_vit(), args=_config(tmp_path), train_dataset=image_dataset(8))
     with pytest.raises(ValueError, match="at least 2"):
         evaluate_clid(trainer, image_dataset(1))
+
+
+def test_eval_clid_leaves_the_training_unchanged(tmp_path):
+    """Scoring CLID iterates a DataLoader, which draws from the global generator: it must not alter the dropout and
+    order of the training that follows."""
+    from conftest import text_dataset, tiny_bert
+
+    def train(clid_eval: bool):
+        data = text_dataset(40)
+        args = _config(tmp_path / str(clid_eval), num_train_epochs=3, per_device_train_batch_size=8,
+                       learning_rate=1e-3, eval_strategy="epoch", clid_eval=clid_eval, clid_meta_set_size=16,
+                       clid_meta_batch_size=8)  # fmt: skip
+        trainer = NoisyLabelTrainer(model=tiny_bert(dropout=0.1), args=args, train_dataset=data, eval_dataset=data)
+        trainer.train()
+        assert any("eval_clid" in entry for entry in trainer.state.log_history) is clid_eval
+        return trainer.model
+
+    for a, b in zip(train(False).parameters(), train(True).parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
