@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 
 from .methods import METHOD_NAMES, get_method
 from .methods.clid_mu import CLID_CORRECTIONS, CLID_SCOPES, META_OPTIMIZERS
-from .methods.ido import CORRECTIONS, ENTROPY_TERMS, MIXTURES
+from .methods.ido import CORRECTIONS, ENTROPY_TERMS, FALLBACK_LOSSES, MIXTURES
 
 
 @dataclass
@@ -58,8 +58,9 @@ class NoisyLabelConfig(TrainingArguments):
             flagged sample, as dynamic hard bootstrapping).
         ido_premise_safeguard: Check IDO's premise at the end of stage 1: when the samples the mixture would trust
             were still predicted wrongly in more than a third of the stage-1 epochs (the base model has not learnt
-            them, e.g. a network trained from scratch), stage 2 trains with GCE (`gce_q`) on the unaugmented inputs
-            instead of IDO's weighted loss. Logged and named in the model card when it fires.
+            them, e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss` (`"gce"` with
+            `gce_q`, or `"cross_entropy"`) on the unaugmented inputs instead of IDO's weighted loss. Logged and named
+            in the model card when it fires.
 
     Parameters of CLID-MU (Hu et al., KDD 2025):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
@@ -144,7 +145,10 @@ class NoisyLabelConfig(TrainingArguments):
         default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}
     )
     ido_premise_safeguard: bool = field(
-        default=False, metadata={"help": "Stage 2 falls back to GCE when stage 1 did not learn the trusted samples."}
+        default=False, metadata={"help": "Fall back to a plain loss when stage 1 did not learn the trusted samples."}
+    )
+    ido_fallback_loss: str = field(
+        default="gce", metadata={"help": "The premise safeguard's loss.", "choices": FALLBACK_LOSSES}
     )
 
     clid_scope: str = field(default="head", metadata={"help": "Parameters of the look-ahead.", "choices": CLID_SCOPES})

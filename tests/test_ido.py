@@ -103,9 +103,12 @@ def test_corrected_labels_reach_the_report_the_log_the_card_and_relabelling(tmp_
     np.testing.assert_array_equal(relabelled["label"][:], corrected)
 
 
-@pytest.mark.parametrize("clean_error, fires", [(0.5, True), (0.2, False)])
-def test_premise_safeguard_falls_back_to_gce_when_stage1_did_not_learn_the_trusted_samples(
-    tmp_path, monkeypatch, caplog, clean_error, fires
+@pytest.mark.parametrize(
+    "clean_error, fires, loss, named", [(0.5, True, "gce", "GCE"), (0.5, True, "cross_entropy", "cross-entropy"),
+                                        (0.2, False, "gce", "GCE")]
+)  # fmt: skip
+def test_premise_safeguard_falls_back_to_a_plain_loss_when_stage1_did_not_learn_the_trusted_samples(
+    tmp_path, monkeypatch, caplog, clean_error, fires, loss, named
 ):
     from hf_lnl.methods import ido
 
@@ -113,7 +116,7 @@ def test_premise_safeguard_falls_back_to_gce_when_stage1_did_not_learn_the_trust
     processor, model, data = _image_setup()
     args = NoisyLabelConfig(
         str(tmp_path / "out"), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
-        learning_rate=1e-3, ido_premise_safeguard=True, **COMMON,
+        learning_rate=1e-3, ido_premise_safeguard=True, ido_fallback_loss=loss, **COMMON,
     )  # fmt: skip
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
     with caplog.at_level("WARNING", logger="hf_lnl"):
@@ -122,13 +125,14 @@ def test_premise_safeguard_falls_back_to_gce_when_stage1_did_not_learn_the_trust
     stage2_parts = [entry for entry in history if "ido_consistency" in entry]
     assert any("ido_fallback" in entry for entry in history) is fires
     assert (not stage2_parts) is fires  # the fallback trains with GCE alone: no IDO loss parts
-    assert ("IDO safeguard: stage 2 trained with GCE" in caplog.text) is fires
+    assert (f"IDO safeguard: stage 2 trained with {named}" in caplog.text) is fires
     report = trainer.noise_report()
     assert ("p_clean" not in report.column_names) is fires
     scores = np.asarray(report["noise_score"][:])
     assert ((scores >= 0) & (scores <= 1)).all()
     trainer.create_model_card()
-    assert ("IDO safeguard fired: stage 2 trained with GCE" in (tmp_path / "out" / "README.md").read_text()) is fires
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert (f"IDO safeguard fired: stage 2 trained with {named}" in card) is fires
     assert trainer.method.metadata()["fallback"] is fires
 
 

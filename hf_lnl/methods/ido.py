@@ -46,6 +46,7 @@ STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
 CORRECTIONS = ("entropy", "pseudo_label")  # ido_correction
+FALLBACK_LOSSES = ("gce", "cross_entropy")  # ido_fallback_loss
 WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
@@ -128,7 +129,7 @@ class IDO(LNLMethod):
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
         "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1", "ido_correction",
-        "ido_pseudo_label_threshold", "ido_premise_safeguard",
+        "ido_pseudo_label_threshold", "ido_premise_safeguard", "ido_fallback_loss",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -138,6 +139,7 @@ class IDO(LNLMethod):
         _check_choice("ido_mixture", args.ido_mixture, MIXTURES)
         _check_choice("ido_entropy", args.ido_entropy, ENTROPY_TERMS)
         _check_choice("ido_correction", args.ido_correction, CORRECTIONS)
+        _check_choice("ido_fallback_loss", args.ido_fallback_loss, FALLBACK_LOSSES)
         if not 0.0 <= args.ido_pseudo_label_threshold <= 1.0:
             raise ValueError(
                 f"ido_pseudo_label_threshold is a softmax confidence and must lie in [0, 1], got "
@@ -222,7 +224,7 @@ class IDO(LNLMethod):
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
         if self.fallback:  # the premise safeguard fired: a noise-robust loss on the inputs as given
             outputs = model(**{k: v for k, v in inputs.items() if not k.endswith(STRONG_SUFFIX)})
-            losses = gce_loss(outputs["logits"], labels, self.args.gce_q)
+            losses = _fallback_loss(outputs["logits"], labels, self.args)
             keep = (labels != IGNORE_INDEX).float()
             loss = losses.sum() / keep.sum().clamp_min(1.0)
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 2.0})
@@ -399,8 +401,9 @@ class IDO(LNLMethod):
         continues from the current model with GCE on the unaugmented inputs, a loss robust to noise without
         detection (a fresh optimiser and schedule, as stage 2 always has)."""
         self.fallback, self.stage, self.base_state = True, 2, None
+        loss = f"GCE (q {self.args.gce_q:g})" if self.args.ido_fallback_loss == "gce" else "cross-entropy"
         note = (
-            f"stage 2 trained with GCE (q {self.args.gce_q:g}) on the unaugmented inputs instead of IDO's weighted "
+            f"stage 2 trained with {loss} on the unaugmented inputs instead of IDO's weighted "
             f"loss: after stage 1 the samples IDO's mixture would trust were still predicted wrongly in "
             f"{clean_error:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}), so the base model had not "
             "learnt them (typical of a network trained from scratch)"
@@ -525,6 +528,12 @@ class IDO(LNLMethod):
         self.stage1_counts = self.context.wrong_events.to(torch.int16).clone()
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
+
+
+def _fallback_loss(logits: torch.Tensor, labels: torch.Tensor, args: Any) -> torch.Tensor:
+    if args.ido_fallback_loss == "gce":
+        return gce_loss(logits, labels, args.gce_q)
+    return F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
 
 
 def clean_component_error_rate(mixture: BetaMixture | ClassConditionalBetaMixture) -> float:
