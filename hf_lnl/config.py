@@ -58,9 +58,9 @@ class NoisyLabelConfig(TrainingArguments):
             flagged sample, as dynamic hard bootstrapping).
         ido_premise_safeguard: Check IDO's premise at the end of stage 1: when the samples the mixture would trust
             were still predicted wrongly in more than a third of the stage-1 epochs (the base model has not learnt
-            them, e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss` (`"gce"` with
-            `gce_q`, or `"cross_entropy"`) on the unaugmented inputs instead of IDO's weighted loss. Logged and named
-            in the model card when it fires.
+            them, e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss`
+            (`"cross_entropy"` by default, or `"gce"` with `gce_q`) on the unaugmented inputs instead of IDO's
+            weighted loss. On by default; logged and named in the model card when it fires.
 
     Parameters of CLID-MU (Hu et al., KDD 2025):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
@@ -145,10 +145,10 @@ class NoisyLabelConfig(TrainingArguments):
         default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}
     )
     ido_premise_safeguard: bool = field(
-        default=False, metadata={"help": "Fall back to a plain loss when stage 1 did not learn the trusted samples."}
+        default=True, metadata={"help": "Fall back to a plain loss when stage 1 did not learn the trusted samples."}
     )
     ido_fallback_loss: str = field(
-        default="gce", metadata={"help": "The premise safeguard's loss.", "choices": FALLBACK_LOSSES}
+        default="cross_entropy", metadata={"help": "The premise safeguard's loss.", "choices": FALLBACK_LOSSES}
     )
 
     clid_scope: str = field(default="head", metadata={"help": "Parameters of the look-ahead.", "choices": CLID_SCOPES})
