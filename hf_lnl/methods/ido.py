@@ -11,6 +11,10 @@ weighted loss:
 With `ido_correction="pseudo_label"` (hf_lnl's label correction, beyond the paper) the last term becomes
 `(1 - p_clean_i) 1[conf_w,i >= tau] CE(z_s,i, argmax z_w,i)`: a flagged sample is taught the weak view's confident
 prediction on the strong view (FixMatch's rule) instead of only sharpening its own prediction.
+
+The premise safeguard (`ido_premise_safeguard`, on by default): when the samples the stage-1 mixture calls clean were
+still predicted wrongly in over a third of the stage-1 epochs (the base model has not learnt what IDO would trust,
+e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss` on the unaugmented inputs instead.
 """
 
 from __future__ import annotations
