@@ -68,6 +68,16 @@ class PredictionMemory:
         self.confidence = tensors[f"{prefix}confidence"].to(self.confidence.device, torch.float32)
 
 
+def check_confidence_threshold(name: str, value: float) -> None:
+    """Refuse a pseudo-label threshold outside [0, 1] (it is compared with a softmax confidence).
+
+    Example:
+        >>> check_confidence_threshold("ido_pseudo_label_threshold", 0.95)
+    """
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} is a softmax confidence and must lie in [0, 1], got {value}.")
+
+
 def pseudo_label_loss(
     logits: torch.Tensor,
     pseudo_labels: torch.Tensor,

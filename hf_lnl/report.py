@@ -345,7 +345,8 @@ def build_model_card(
         corrections = label_correction_metrics(report)
         correction = [
             ("labels corrected", f"{corrections['num_corrected']} ({corrections['rate']:.1%})"),
-            ("corrections equal to the clean label", f"{corrections['accuracy']:.1%}"),
+            ("corrections equal to the clean label",
+             f"{corrections['accuracy']:.1%}" if np.isfinite(corrections["accuracy"]) else "n/a (none made)"),
             ("training labels right, given → corrected",
              f"{corrections['label_accuracy_before']:.1%} → {corrections['label_accuracy_after']:.1%}"),
         ]  # fmt: skip

@@ -33,7 +33,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..clid import clid
-from ..correction import PredictionMemory, pseudo_label_loss
+from ..correction import PredictionMemory, check_confidence_threshold, pseudo_label_loss
 from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
@@ -145,6 +145,7 @@ class CLIDMU(LNLMethod):
         for name, value, choices in (
             ("clid_scope", args.clid_scope, CLID_SCOPES),
             ("clid_meta_optimizer", args.clid_meta_optimizer, META_OPTIMIZERS),
+            ("clid_correction", args.clid_correction, CLID_CORRECTIONS),
         ):
             if value not in choices:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
@@ -154,16 +155,7 @@ class CLIDMU(LNLMethod):
         for name in ("clid_lookahead_lr", "clid_meta_lr"):  # a negative look-ahead step climbs the weighted loss
             if not 0.0 < getattr(args, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number above 0, got {getattr(args, name)}.")
-        if args.clid_correction not in CLID_CORRECTIONS:
-            raise ValueError(
-                f"clid_correction={args.clid_correction!r} is not supported; choose one of "
-                f"{', '.join(map(repr, CLID_CORRECTIONS))}."
-            )
-        if not 0.0 <= args.clid_pseudo_label_threshold <= 1.0:
-            raise ValueError(
-                f"clid_pseudo_label_threshold is a softmax confidence and must lie in [0, 1], got "
-                f"{args.clid_pseudo_label_threshold}."
-            )
+        check_confidence_threshold("clid_pseudo_label_threshold", args.clid_pseudo_label_threshold)
         for name in ("clid_meta_weight_decay", "clid_warmup_epochs"):
             if not 0.0 <= getattr(args, name) < math.inf:
                 raise ValueError(f"{name} must be a finite number >= 0, got {getattr(args, name)}.")

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..correction import PredictionMemory, pseudo_label_loss
+from ..correction import PredictionMemory, check_confidence_threshold, pseudo_label_loss
 from ..data import IGNORE_INDEX
 from ..features import unwrap_model
 from ..metrics import estimated_noise_rate
@@ -58,7 +58,7 @@ STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of 
 WEAK_BASE_NOISE_RATE = 0.5  # more labels than this judged noisy after stage 1 means the base model learnt little
 # ido_premise_safeguard: IDO assumes the base model already agrees with the labels it will trust. The mixture's clean
 # component is the samples it will trust; if their mean wrong-event rate over stage 1 is above this, the base model has
-# not learnt them (measured after stage 1: Task A 0.11, Task B2 0.18, Task B from scratch 0.49-0.53).
+# not learnt them (measured after stage 1: Task A 0.11, Task B2 0.18, Task B from scratch 0.42-0.53).
 PREMISE_MAX_CLEAN_ERROR_RATE = 1 / 3
 STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<input>_strong`
 IDO_CITATION = Citation(
@@ -144,11 +144,7 @@ class IDO(LNLMethod):
         _check_choice("ido_entropy", args.ido_entropy, ENTROPY_TERMS)
         _check_choice("ido_correction", args.ido_correction, CORRECTIONS)
         _check_choice("ido_fallback_loss", args.ido_fallback_loss, FALLBACK_LOSSES)
-        if not 0.0 <= args.ido_pseudo_label_threshold <= 1.0:
-            raise ValueError(
-                f"ido_pseudo_label_threshold is a softmax confidence and must lie in [0, 1], got "
-                f"{args.ido_pseudo_label_threshold}."
-            )
+        check_confidence_threshold("ido_pseudo_label_threshold", args.ido_pseudo_label_threshold)
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
         if not 0.0 <= args.ido_randaugment_magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
@@ -178,7 +174,7 @@ class IDO(LNLMethod):
         self.stage1_counts: torch.Tensor | None = None
         self._stage1_epochs_from_disk = 0
         self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
-        self.fallback = False  # the premise safeguard fired: stage 2 is GCE on the unaugmented inputs
+        self.fallback = False  # the premise safeguard fired: stage 2 is ido_fallback_loss on the unaugmented inputs
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
         _check_mask_token_id(self.args.ido_mask_token_id, unwrap_model(context.model).config)  # before step 1
         if self.args.ido_mixture == "per_class":
@@ -191,8 +187,8 @@ class IDO(LNLMethod):
         self._views: ImageViews | TextMasker | None = None
         self._device = context.wrong_events.device
         self._labels = torch.as_tensor(context.label_info.labels, device=self._device)
-        # The weak view's prediction and confidence at each sample's last stage-2 visit: the label correction's
-        # pseudo-label, and the report's corrected label.
+        # The weak view's prediction and confidence at each sample's last stage-2 visit (with label correction): the
+        # report's corrected label.
         self.weak_predictions = PredictionMemory(len(self._labels), self._device)
         if self.args.ido_stage1_dir is not None:
             self._load_stage1(self.args.ido_stage1_dir)
@@ -226,8 +222,8 @@ class IDO(LNLMethod):
         labels = inputs.pop("labels")
         views = self._views_for(inputs)
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
-        if self.fallback:  # the premise safeguard fired: a noise-robust loss on the inputs as given
-            outputs = model(**{k: v for k, v in inputs.items() if not k.endswith(STRONG_SUFFIX)})
+        if self.fallback:  # the premise safeguard fired: a plain loss on the inputs as given (strong views popped)
+            outputs = model(**inputs)
             losses = _fallback_loss(outputs["logits"], labels, self.args)
             keep = (labels != IGNORE_INDEX).float()
             loss = losses.sum() / keep.sum().clamp_min(1.0)
@@ -259,7 +255,8 @@ class IDO(LNLMethod):
             self.args.ido_entropy == "confidence",
             pseudo_label_threshold=self.args.ido_pseudo_label_threshold if self._corrects else None,
         )
-        self.weak_predictions.update(sample_index, logits_weak)
+        if self._corrects:
+            self.weak_predictions.update(sample_index, logits_weak)
         metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": v for k, v in parts.items() if k != "loss"}
         metrics["ido_stage"] = 2.0
         outputs["logits"] = logits_weak
@@ -402,8 +399,8 @@ class IDO(LNLMethod):
     def _start_fallback(self, clean_error: float) -> dict[str, float]:
         """The premise safeguard: the samples the mixture would trust were wrong on `clean_error` of the stage-1
         epochs, so the base model has not learnt them and IDO's weighting would mostly minimise entropy. Stage 2
-        continues from the current model with GCE on the unaugmented inputs, a loss robust to noise without
-        detection (a fresh optimiser and schedule, as stage 2 always has)."""
+        continues from the current model with `ido_fallback_loss` (cross-entropy or GCE) on the unaugmented inputs
+        (a fresh optimiser and schedule, as stage 2 always has)."""
         self.fallback, self.stage, self.base_state = True, 2, None
         loss = f"GCE (q {self.args.gce_q:g})" if self.args.ido_fallback_loss == "gce" else "cross-entropy"
         note = (
@@ -469,7 +466,7 @@ class IDO(LNLMethod):
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        tensors = self.weak_predictions.state_dict(WEAK_PREFIX)
+        tensors = self.weak_predictions.state_dict(WEAK_PREFIX) if self._corrects else {}
         return tensors if self.stage1_counts is None else {"stage1_counts": self.stage1_counts, **tensors}
 
     def metadata(self) -> dict[str, Any]:
@@ -586,15 +583,15 @@ def ido_loss(
     ce = F.cross_entropy(z_w, safe, reduction="none") + F.cross_entropy(z_s, safe, reduction="none")
     weight = p_clean * cdf0 + (1.0 - p_noisy) * (1.0 - cdf1)
     consistency = (z_w - z_s).pow(2).mean(dim=-1)
-    q_w = F.softmax(z_w, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
-    q_s = F.softmax(z_s, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
-    q_mean = (q_w + q_s) / 2
-    entropy = -(q_mean * q_mean.log()).sum(dim=-1)
-    if use_confidence:
-        entropy = entropy * q_mean.max(dim=-1).values.detach()  # the confidence weights the term; no gradient
     parts_per_sample = {"ce": p_clean * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
     if pseudo_label_threshold is None:
+        q_w = F.softmax(z_w, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
+        q_s = F.softmax(z_s, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
+        q_mean = (q_w + q_s) / 2
+        entropy = -(q_mean * q_mean.log()).sum(dim=-1)
+        if use_confidence:
+            entropy = entropy * q_mean.max(dim=-1).values.detach()  # the confidence weights the term; no gradient
         parts_per_sample["entropy"] = (1.0 - p_clean) * entropy
     else:
         confidence, pseudo_label = F.softmax(z_w.detach(), dim=-1).max(dim=-1)
