@@ -27,6 +27,8 @@ from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 from hf_lnl.noise import add_label_noise
 
 METHODS = ("none", "gce", "sce", "ido", "clid_mu")  # the built-in methods when the golden runs were recorded
+# Settings whose default changed after the recording, pinned to the values the golden runs were recorded with.
+RECORDED_SETTINGS = {"ido": {"ido_views": "augmented"}}  # hf_lnl 0.3 made "dropout" the default
 FAMILIES = ("bert", "vit")
 # Keys of the log history that measure time or throughput, not training.
 UNTIMED = ("runtime", "per_second", "total_flos")
@@ -53,7 +55,7 @@ def golden_run(family: str, method: str, output_dir: str) -> dict[str, Any]:
     args = NoisyLabelConfig(
         output_dir=output_dir, lnl_method=method, num_train_epochs=3, per_device_train_batch_size=8,
         learning_rate=1e-3, report_to=[], use_cpu=True, disable_tqdm=True, logging_steps=1, seed=0,
-        save_strategy="no", **TINY_METHOD_SETTINGS.get(method, {}),
+        save_strategy="no", **TINY_METHOD_SETTINGS.get(method, {}), **RECORDED_SETTINGS.get(method, {}),
     )  # fmt: skip
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)
     losses: list[float] = []

@@ -224,17 +224,72 @@ def test_ido_trains_end_to_end(tmp_path, family):
 
 
 def test_text_views_need_a_tokenizer_or_mask_id(tmp_path):
-    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, **COMMON)
+    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_views="augmented", **COMMON)
     trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(16))
     with pytest.raises(ValueError, match="ido_mask_token_id"):
         trainer.train()
 
 
 def test_image_views_need_a_processor(tmp_path):
-    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, **COMMON)
+    args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_views="augmented", **COMMON)
     trainer = NoisyLabelTrainer(model=tiny_vit(), args=args, train_dataset=image_dataset(16))
     with pytest.raises(ValueError, match="processing_class"):
         trainer.train()
+
+
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_dropout_views_give_both_forwards_the_inputs_as_given(tmp_path, family):
+    """`ido_views="dropout"`: no processor, tokenizer or mask id needed, and every forward sees the inputs unchanged.
+    Stage 2 concatenates the two views; a model without dropout (the tiny ViT) gives both the same logits, so after
+    the first stage-2 step it runs one forward per batch."""
+    model = tiny_bert() if family == "bert" else tiny_vit()
+    data = text_dataset(24) if family == "bert" else image_dataset(24)
+    key = "input_ids" if family == "bert" else "pixel_values"
+    given = torch.as_tensor(np.asarray(data.with_format("numpy")[key]))
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs[key].clone()), with_kwargs=True)
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-3,
+        ido_views="dropout", **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    rows = {row.numpy().tobytes() for row in given}
+    for batch in seen:
+        assert all(row.numpy().tobytes() in rows for row in batch)  # no view was augmented or masked
+    sizes = [len(batch) for batch in seen]
+    assert sizes[:6] == [8] * 6  # stage 1: two epochs of three steps
+    assert sizes[6:] == ([16, 16, 16] if family == "bert" else [16, 8, 8])
+    assert torch.equal(seen[6][:8], seen[6][8:])
+    assert trainer.method.views_identical is (family == "vit")
+    assert np.isfinite([entry["loss"] for entry in trainer.state.log_history if "loss" in entry]).all()
+
+
+def test_one_forward_stage2_resumes_bit_identically(tmp_path):
+    def trainer(folder):  # a BERT without dropout: after stage 2's first step, one forward serves both views
+        args = NoisyLabelConfig(
+            str(tmp_path / folder), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
+            learning_rate=1e-3, ido_views="dropout", **{**COMMON, "save_strategy": "steps"}, save_steps=14,
+        )  # fmt: skip
+        return NoisyLabelTrainer(model=tiny_bert(dropout=0.0), args=args, train_dataset=text_dataset(48))
+
+    full = trainer("full")
+    full.train()
+    resumed = trainer("resumed")
+    sizes = []
+    record = lambda module, args, kwargs: sizes.append(len(kwargs["input_ids"]))  # noqa: E731
+    resumed.model.register_forward_pre_hook(record, with_kwargs=True)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-14"))  # 2 steps into stage 2
+    assert sizes == [8] * 10  # the checkpoint remembers that one forward serves both views
+    assert resumed.method.views_identical is True and resumed.method.metadata() == full.method.metadata()
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
+
+
+def test_views_setting_is_validated(tmp_path):
+    with pytest.raises(ValueError, match="ido_views='noise' is not supported"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_views="noise")
 
 
 def test_stage2_from_a_saved_stage1(tmp_path):
@@ -340,7 +395,8 @@ def test_strong_view_magnitude_is_validated_and_reaches_randaugment(tmp_path):
         NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_randaugment_magnitude=40)
     processor, model, data = _image_setup()
     args = NoisyLabelConfig(
-        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_randaugment_magnitude=5.0, **COMMON
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_randaugment_magnitude=5.0, ido_views="augmented",
+        **COMMON
     )
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
     trainer.train()

@@ -99,7 +99,9 @@ METHODS = sorted(METHOD_NAMES)
 IDO_CORRECTION = {"ido_correction": "pseudo_label", "ido_pseudo_label_threshold": 0.0}
 CLID_CORRECTION = {"clid_correction": "pseudo_label", "clid_pseudo_label_threshold": 0.0}
 CORRECTION_COLUMNS = {"corrected_label", "correction_confidence"}  # written only with label correction on
-VARIANTS = [(m, {}) for m in METHODS] + [("ido", IDO_CORRECTION), ("clid_mu", CLID_CORRECTION)]
+CORRECTIONS = (IDO_CORRECTION, CLID_CORRECTION)
+IDO_AUGMENTED = {"ido_views": "augmented"}  # the paper's views (the default views differ by dropout only)
+VARIANTS = [(m, {}) for m in METHODS] + [("ido", IDO_CORRECTION), ("clid_mu", CLID_CORRECTION), ("ido", IDO_AUGMENTED)]
 
 
 def _trainer(out_dir, method, with_clean_label=True, **kwargs):
@@ -131,9 +133,10 @@ def test_trains_reports_and_cites_its_own_paper(tmp_path, method, variant):
     report = trainer.noise_report()
     scores = np.asarray(report["noise_score"][:])
     assert np.isfinite(scores).all() and (scores >= 0).all() and (scores <= 1).all()
-    expected = set(trainer.method.report_columns) - (set() if variant else CORRECTION_COLUMNS)
+    corrects = variant in CORRECTIONS
+    expected = set(trainer.method.report_columns) - (set() if corrects else CORRECTION_COLUMNS)
     assert expected <= set(report.column_names)
-    if variant:  # label correction on: some flagged sample got a corrected label
+    if corrects:  # label correction on: some flagged sample got a corrected label
         assert (np.asarray(report["corrected_label"][:]) != np.asarray(report["label"][:])).any()
     trainer.create_model_card()
     card = (tmp_path / "README.md").read_text()
@@ -160,7 +163,8 @@ def test_clean_labels_are_never_read_for_training(tmp_path, method, variant):
 
 @pytest.mark.parametrize(
     "method, step, variant",
-    [(m, 8, {}) for m in METHODS] + [("ido", 16, {}), ("ido", 16, IDO_CORRECTION), ("clid_mu", 8, CLID_CORRECTION)],
+    [(m, 8, {}) for m in METHODS]
+    + [("ido", 16, {}), ("ido", 16, IDO_CORRECTION), ("clid_mu", 8, CLID_CORRECTION), ("ido", 16, IDO_AUGMENTED)],
 )
 def test_resumes_bit_identically_from_a_middle_checkpoint(tmp_path, method, step, variant):
     full = _trainer(tmp_path / "full", method, **variant)

@@ -343,7 +343,7 @@ def test_12_ido_takes_strong_views_from_the_collator_without_a_processor(tmp_pat
 
     data = text_dataset(16, seed=1) if family == "bert" else image_dataset(16, seed=1)
     model = tiny_bert() if family == "bert" else tiny_vit()
-    args = _config(tmp_path, "ido", ido_mask_token_id=None)  # no tokenizer, no processor, no mask id
+    args = _config(tmp_path, "ido", ido_mask_token_id=None, ido_views="augmented")  # no tokenizer/processor/mask id
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, data_collator=collator)
     trainer.train()
     assert trainer.method.stage == 2 and seen

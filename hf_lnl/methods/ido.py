@@ -8,6 +8,10 @@ weighted loss:
     L = mean_i p_clean_i (CE_w + CE_s)  +  mean_i eps_i mean_c (z_w - z_s)^2  +  mean_i (1 - p_clean_i) conf_i H_i
     eps_i = p_clean_i cdf0_i + (1 - p_noisy_i)(1 - cdf1_i)
 
+The two views (`ido_views`): by default both are the inputs as given and differ by dropout only (hf_lnl's choice,
+measured: the paper's augmentations, `ido_views="augmented"`, cost a small pretrained ViT 8 points); a model without
+dropout then runs one forward for both.
+
 With `ido_correction="pseudo_label"` (hf_lnl's label correction, beyond the paper) the last term becomes
 `(1 - p_clean_i) 1[conf_w,i >= tau] CE(z_s,i, argmax z_w,i)`: a flagged sample is taught the weak view's confident
 prediction on the strong view (FixMatch's rule) instead of only sharpening its own prediction.
@@ -51,6 +55,7 @@ MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
 CORRECTIONS = ("entropy", "pseudo_label")  # ido_correction
 FALLBACK_LOSSES = ("gce", "cross_entropy")  # ido_fallback_loss
+VIEWS = ("augmented", "dropout")  # ido_views
 WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
@@ -133,7 +138,7 @@ class IDO(LNLMethod):
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
         "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1", "ido_correction",
-        "ido_pseudo_label_threshold", "ido_premise_safeguard", "ido_fallback_loss",
+        "ido_pseudo_label_threshold", "ido_premise_safeguard", "ido_fallback_loss", "ido_views",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -144,6 +149,7 @@ class IDO(LNLMethod):
         _check_choice("ido_entropy", args.ido_entropy, ENTROPY_TERMS)
         _check_choice("ido_correction", args.ido_correction, CORRECTIONS)
         _check_choice("ido_fallback_loss", args.ido_fallback_loss, FALLBACK_LOSSES)
+        _check_choice("ido_views", args.ido_views, VIEWS)
         check_confidence_threshold("ido_pseudo_label_threshold", args.ido_pseudo_label_threshold)
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
@@ -175,6 +181,8 @@ class IDO(LNLMethod):
         self._stage1_epochs_from_disk = 0
         self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
         self.fallback = False  # the premise safeguard fired: stage 2 is ido_fallback_loss on the unaugmented inputs
+        # Dropout views only: None until stage 2's first step shows whether the two forwards of the same inputs differ.
+        self.views_identical: bool | None = None
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
         _check_mask_token_id(self.args.ido_mask_token_id, unwrap_model(context.model).config)  # before step 1
         if self.args.ido_mixture == "per_class":
@@ -220,8 +228,10 @@ class IDO(LNLMethod):
         self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
     ) -> MethodOutput:
         labels = inputs.pop("labels")
-        views = self._views_for(inputs)
+        views = self._views_for(inputs) if self._augments else None
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
+        if not self._augments:  # dropout views: both are the inputs as given (a collator's strong view is unused)
+            strong = dict(inputs)
         if self.fallback:  # the premise safeguard fired: a plain loss on the inputs as given (strong views popped)
             outputs = model(**inputs)
             losses = _fallback_loss(outputs["logits"], labels, self.args)
@@ -235,11 +245,17 @@ class IDO(LNLMethod):
             keep = (labels != IGNORE_INDEX).float()
             loss = losses.sum() / keep.sum().clamp_min(1.0)
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
-        strong = {**weak, **strong} if strong else self._strong(inputs, views)
-        size = labels.shape[0]
-        batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
-        outputs = model(**batch)
-        logits_weak, logits_strong = outputs["logits"].float().chunk(2)
+        if self.views_identical:  # dropout views of a model without dropout: one forward gives both views
+            outputs = model(**weak)
+            logits_weak = logits_strong = outputs["logits"].float()
+        else:
+            strong = {**weak, **strong} if strong else self._strong(inputs, views)
+            size = labels.shape[0]
+            batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
+            outputs = model(**batch)
+            logits_weak, logits_strong = outputs["logits"].float().chunk(2)
+            if not self._augments and self.views_identical is None:
+                self._check_views_identical(logits_weak, logits_strong)
         batch_events = None
         if self.args.ido_lookup_after_counting:  # the wrong events the trainer is about to count for this batch
             batch_events = sum(
@@ -265,6 +281,19 @@ class IDO(LNLMethod):
     @property
     def _corrects(self) -> bool:
         return self.args.ido_correction == "pseudo_label"
+
+    def _check_views_identical(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> None:
+        """At the first stage-2 step with dropout views: if both forwards of the same inputs gave the same logits, the
+        model's training forward is deterministic (no dropout, e.g. most ViT configs), so later steps run one forward
+        and use it for both views (the same loss and gradient at half the cost)."""
+        self.views_identical = bool(torch.equal(logits_weak, logits_strong))
+        if self.views_identical:
+            logger.info("IDO: the model has no active dropout, so its two views are one: stage 2 runs one forward.")
+
+    @property
+    def _augments(self) -> bool:
+        """The paper's augmented views (`ido_views="augmented"`); else both views are the inputs as given."""
+        return self.args.ido_views == "augmented"
 
     def corrected_labels(self) -> np.ndarray:
         """The label stage 2 teaches each sample: the weak view's last prediction where the sample is flagged
@@ -300,7 +329,7 @@ class IDO(LNLMethod):
         return self._views
 
     def _weak(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(self._views, ImageViews):
+        if isinstance(self._views, ImageViews) and self._augments:
             return {**inputs, "pixel_values": self._views.weak(inputs["pixel_values"])}
         return dict(inputs)
 
@@ -479,6 +508,7 @@ class IDO(LNLMethod):
             "stage1_epochs_from_disk": self._stage1_epochs_from_disk,
             "stage_epochs": [self.stage1_epochs, self.stage2_epochs],
             "safeguards": list(self.safeguards),
+            "views_identical": self.views_identical,
         }
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -490,6 +520,7 @@ class IDO(LNLMethod):
             self.stage1_epochs, self.stage2_epochs = (int(e) for e in metadata["stage_epochs"])
         self.safeguards = list(metadata.get("safeguards", []))
         self.fallback = bool(metadata.get("fallback", False))
+        self.views_identical = metadata.get("views_identical")  # written since ido_views (hf_lnl 0.3)
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
         if f"{WEAK_PREFIX}prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
