@@ -1,15 +1,19 @@
 """What both recipes share, the way transformers' `run_glue.py` and TRL's scripts do it: the model arguments,
 flags and YAML files, logging, the splits (a validation split carved from the noisy training split, subsets,
-synthetic noise) and the ending (model and processor saved, metrics files, trainer state, the card or a push)."""
+synthetic noise) and the ending (model and processor saved, metrics files, trainer state, the card or a push, and
+the plain-`Trainer` comparison from `reference_runs.jsonl`)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -25,6 +29,17 @@ from hf_lnl.metrics import noise_detection_metrics
 from hf_lnl.noise import add_label_noise
 
 logger = logging.getLogger(__name__)
+
+# Recorded recipe runs: after a method's run, the recorded plain-`Trainer` run (lnl_method none) with the same
+# signature is printed beside it. Maintainers append a run with HF_LNL_RECORD_REFERENCE=1.
+REFERENCE_RUNS = Path(__file__).resolve().with_name("reference_runs.jsonl")
+RECORD_REFERENCE_ENV = "HF_LNL_RECORD_REFERENCE"
+# With the model and data arguments, the training settings that make two runs comparable (the methods' own
+# settings are what differs).
+SIGNATURE_TRAINING_FIELDS = (
+    "num_train_epochs", "max_steps", "learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
+    "weight_decay", "warmup_steps", "lr_scheduler_type", "seed", "world_size", "bf16", "fp16",
+)  # fmt: skip
 
 NOISE_TYPES = ("none", "symmetric", "asymmetric", "instance")
 VALIDATION_SPLIT_SEED = 0  # the validation split carved from the training split is the same for every run
@@ -237,17 +252,63 @@ def apply_peft(
 
 
 # ----------------------------------------------------------------------------------------------- ending
+def run_signature(recipe: str, model_args: Any, data_args: Any, args: NoisyLabelConfig) -> dict[str, Any]:
+    """What two recipe runs must share to be compared: the recipe, every model and data argument, and the training
+    settings of `SIGNATURE_TRAINING_FIELDS` (not `lnl_method` or the methods' settings), as plain JSON values."""
+    signature = {"recipe": recipe, **dataclasses.asdict(model_args), **dataclasses.asdict(data_args)}
+    signature.update({name: getattr(args, name, None) for name in SIGNATURE_TRAINING_FIELDS})
+    return json.loads(json.dumps(signature, default=str))
+
+
+def recorded_test_accuracy(signature: dict[str, Any], lnl_method: str, path: Path | None = None) -> float | None:
+    """The test accuracy of the last run of `lnl_method` with this signature recorded in `path` (default
+    `REFERENCE_RUNS`), or None."""
+    path = REFERENCE_RUNS if path is None else path
+    if not path.is_file():
+        return None
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    matches = [r for r in rows if r["lnl_method"] == lnl_method and r["signature"] == signature]
+    return matches[-1]["test_accuracy"] if matches else None
+
+
+def _comparison_line(signature: dict[str, Any] | None, args: NoisyLabelConfig, results: dict) -> str | None:
+    if signature is None or "test_accuracy" not in results or args.lnl_method == "none":
+        return None
+    plain = recorded_test_accuracy(signature, "none")
+    if plain is None:
+        return "plain Trainer: no run with these settings is recorded; run again with --lnl_method none to compare"
+    gain = 100 * (results["test_accuracy"] - plain)
+    return (
+        f"plain Trainer (lnl_method none), same data, model, schedule and seed: {100 * plain:.1f}% "
+        f"(recorded in recipes/{REFERENCE_RUNS.name}); {args.lnl_method}: {gain:+.1f} points"
+    )
+
+
+def _record_reference(signature: dict[str, Any], args: NoisyLabelConfig, results: dict, detection: dict) -> None:
+    row = {
+        "lnl_method": args.lnl_method,
+        "test_accuracy": results["test_accuracy"],
+        "noise_detection": {k: detection[k] for k in ("f1", "auroc") if k in detection},
+        "signature": signature,
+    }
+    with REFERENCE_RUNS.open("a") as handle:
+        handle.write(json.dumps(row, sort_keys=True) + "\n")
+    print(f"recorded in {REFERENCE_RUNS}")
+
+
 def train_and_save(
     trainer: NoisyLabelTrainer,
     splits: dict[str, datasets.Dataset | None],
     *,
     card: dict[str, Any],
     summary: list[str],
+    signature: dict[str, Any] | None = None,
 ) -> dict[str, float]:
     """run_glue's ending: train (resuming when asked), save the model and its processor, the metrics
     (`train_results.json`, `eval_results.json`, `test_results.json`, `all_results.json`) and the trainer state,
     evaluate the validation split, then the test split once, and write the model card or push everything to the Hub.
-    Prints the summary on the main process (the test accuracy last) and returns the metrics."""
+    Prints the summary on the main process (the test accuracy last, then the recorded plain-`Trainer` run with the
+    same `signature` when there is one) and returns the metrics."""
     args = trainer.args
     result = trainer.train(resume_from_checkpoint=resume_argument(args.resume_from_checkpoint))
     if not args.push_to_hub:  # with it, Trainer.save_model would push at once; push_to_hub saves it at the end
@@ -274,6 +335,11 @@ def train_and_save(
         trainer.create_model_card(**card)
     if trainer.is_world_process_zero():
         _print_summary(args, summary, detection, results)
+        comparison = _comparison_line(signature, args, results)
+        if comparison is not None:
+            print(comparison)
+        if signature is not None and os.environ.get(RECORD_REFERENCE_ENV) == "1" and "test_accuracy" in results:
+            _record_reference(signature, args, results, detection)
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Leave together: a process whose gloo group outlives the store's host (rank 0) aborts at exit.
         trainer.accelerator.wait_for_everyone()

@@ -67,6 +67,7 @@ from common import (  # noqa: E402
     check_evaluation,
     parse_args,
     prepare_splits,
+    run_signature,
     setup_logging,
     train_and_save,
 )
@@ -209,7 +210,8 @@ def main(
         f"noise: {noise_note}",
     ]
     card = {"base_model": _hub_id(model_args.model_name_or_path), "dataset_name": name, "noise_setting": noise_note}
-    return train_and_save(trainer, transformed, card=card, summary=summary)
+    signature = run_signature("image_classification", model_args, data_args, training_args)
+    return train_and_save(trainer, transformed, card=card, summary=summary, signature=signature)
 
 
 def _load(data_args: DataTrainingArguments) -> tuple[datasets.DatasetDict, str | None]:

@@ -57,6 +57,7 @@ from common import (  # noqa: E402
     apply_peft,
     check_evaluation,
     prepare_splits,
+    run_signature,
     setup_logging,
     train_and_save,
 )
@@ -200,7 +201,8 @@ def main(
         "dataset_name": data_args.dataset_name if data_args.train_file is None else None,
         "noise_setting": noise_note,
     }
-    return train_and_save(trainer, splits, card=card, summary=summary)
+    signature = run_signature("text_classification", model_args, data_args, training_args)
+    return train_and_save(trainer, splits, card=card, summary=summary, signature=signature)
 
 
 def _model_path(model_name_or_path: str | None) -> str:

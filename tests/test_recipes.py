@@ -209,6 +209,28 @@ def test_a_text_run_leaves_what_run_glue_leaves(tmp_path, tiny_text):
     np.testing.assert_array_equal(clean, np.asarray(train["topic"][:])[source])
 
 
+def test_a_method_run_prints_the_recorded_plain_trainer_run_with_the_same_settings(
+    tmp_path, tiny_text, monkeypatch, capsys
+):
+    common = sys.modules["common"]
+    monkeypatch.setattr(common, "REFERENCE_RUNS", tmp_path / "reference_runs.jsonl")
+    monkeypatch.setenv(common.RECORD_REFERENCE_ENV, "1")
+    plain = _run_text([*tiny_text, "--output_dir", str(tmp_path / "plain"), "--lnl_method", "none"])
+    (row,) = [json.loads(line) for line in (tmp_path / "reference_runs.jsonl").read_text().splitlines()]
+    assert row["lnl_method"] == "none" and row["test_accuracy"] == plain["test_accuracy"]
+    assert row["signature"]["recipe"] == "text_classification" and row["signature"]["num_train_epochs"] == 2
+    monkeypatch.delenv(common.RECORD_REFERENCE_ENV)
+    capsys.readouterr()
+    gce = _run_text([*tiny_text, "--output_dir", str(tmp_path / "gce"), "--lnl_method", "gce"])
+    out = capsys.readouterr().out
+    gain = 100 * (gce["test_accuracy"] - plain["test_accuracy"])
+    expected = f"same data, model, schedule and seed: {100 * plain['test_accuracy']:.1f}%"
+    assert expected in out and f"gce: {gain:+.1f} points" in out
+    assert len((tmp_path / "reference_runs.jsonl").read_text().splitlines()) == 1  # nothing recorded without the env
+    _run_text([*tiny_text, "--output_dir", str(tmp_path / "seed1"), "--lnl_method", "gce", "--seed", "1"])
+    assert "no run with these settings is recorded" in capsys.readouterr().out  # another seed: no comparison
+
+
 def test_push_to_hub_uploads_everything_at_the_end(tmp_path, tiny_text, monkeypatch):
     uploads = []
 
