@@ -231,6 +231,18 @@ def test_a_method_run_prints_the_recorded_plain_trainer_run_with_the_same_settin
     assert "no run with these settings is recorded" in capsys.readouterr().out  # another seed: no comparison
 
 
+def test_the_readme_first_command_prints_a_recorded_plain_trainer_comparison():
+    readme = (RECIPES.parent / "README.md").read_text()
+    first = re.search(r"```bash\n(.*?)\n```", readme, re.S).group(1).split("&&")[-1].split()
+    assert first[:2] == ["python", "recipes/text_classification.py"] and "--lnl_method" in first
+    argv = [str(RECIPES.parent / arg) if arg.startswith("recipes/") else arg for arg in first[2:]]
+    model_args, data_args, args = text_recipe.parse_args(argv)
+    common = sys.modules["common"]
+    signature = common.run_signature("text_classification", model_args, data_args, args)
+    for method in ("none", args.lnl_method):  # both recorded: the comparison line prints
+        assert common.recorded_test_accuracy(signature, method) is not None, method
+
+
 def test_push_to_hub_uploads_everything_at_the_end(tmp_path, tiny_text, monkeypatch):
     uploads = []
 
