@@ -56,12 +56,13 @@ class NoisyLabelConfig(TrainingArguments):
             confident, as FixMatch; the corrected label and its confidence go into the noise report).
         ido_pseudo_label_threshold: Smallest weak-view confidence that makes a pseudo-label (`0` corrects every
             flagged sample, as dynamic hard bootstrapping).
-        ido_views: `"dropout"` (default: both views are the inputs as given, so stage 1 trains on them and the two
-            stage-2 forwards differ by dropout only, the consistency term being R-Drop's; a model without dropout
-            runs one forward for both; no processor or mask token needed) or `"augmented"` (the paper: weak = crop +
-            flip for images, the text as it is; strong = weak + RandAugment + cutout, or 15% of the tokens masked).
-            The default was chosen by measurement: on a pretrained ViT (Task B2) the augmented views cost IDO 8
-            points at sym40, on text they are within 0.4 (benchmarks/results/ablations/README.md, "IDO's views").
+        ido_views: `"dropout"` (both views are the inputs as given, so stage 1 trains on them and the two stage-2
+            forwards differ by dropout only, the consistency term being R-Drop's; a model without dropout runs one
+            forward for both; no processor or mask token needed), `"augmented"` (the paper: weak = crop + flip for
+            images, the text as it is; strong = weak + RandAugment + cutout, or 15% of the tokens masked) or `"auto"`
+            (default: `"dropout"` for images, `"augmented"` for text). Chosen by measurement: on a pretrained ViT
+            (Task B2) the augmentations cost IDO 8 points at sym40 and 6 at asym40, on Task A token masking gains 0.4
+            (sym40) and 2.1 (asym40) (benchmarks/results/ablations/README.md, "IDO's views").
         ido_premise_safeguard: Check IDO's premise at the end of stage 1: when the samples the mixture would trust
             were still predicted wrongly in more than a third of the stage-1 epochs (the base model has not learnt
             them, e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss`
@@ -151,7 +152,7 @@ class NoisyLabelConfig(TrainingArguments):
         default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}
     )
     ido_views: str = field(
-        default="dropout", metadata={"help": "IDO's two views: dropout only, or augmented.", "choices": VIEWS}
+        default="auto", metadata={"help": "IDO's views: auto, dropout only, or augmented.", "choices": VIEWS}
     )
     ido_premise_safeguard: bool = field(
         default=True, metadata={"help": "Fall back to a plain loss when stage 1 did not learn the trusted samples."}

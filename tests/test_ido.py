@@ -265,6 +265,28 @@ def test_dropout_views_give_both_forwards_the_inputs_as_given(tmp_path, family):
     assert np.isfinite([entry["loss"] for entry in trainer.state.log_history if "loss" in entry]).all()
 
 
+@pytest.mark.parametrize("family", ["bert", "vit"])
+def test_auto_views_mask_text_and_leave_images_as_given(tmp_path, family):
+    processing_class, model, data = _text_setup() if family == "bert" else _image_setup()
+    key = "input_ids" if family == "bert" else "pixel_values"
+    stage2 = []
+    model.register_forward_pre_hook(lambda m, args, kwargs: stage2.append(kwargs[key].clone()), with_kwargs=True)
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-3,
+        **COMMON,
+    )  # fmt: skip
+    assert args.ido_views == "auto"
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)
+    trainer.train()
+    first = next(batch for batch in stage2 if len(batch) == 16)  # stage 2's first step: weak and strong views
+    weak, strong = first[:8], first[8:]
+    if family == "bert":
+        assert trainer.method._views_mode == "augmented"
+        assert (strong == processing_class.mask_token_id).any() and not torch.equal(weak, strong)
+    else:
+        assert trainer.method._views_mode == "dropout" and torch.equal(weak, strong)
+
+
 def test_one_forward_stage2_resumes_bit_identically(tmp_path):
     def trainer(folder):  # a BERT without dropout: after stage 2's first step, one forward serves both views
         args = NoisyLabelConfig(

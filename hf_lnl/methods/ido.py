@@ -8,9 +8,9 @@ weighted loss:
     L = mean_i p_clean_i (CE_w + CE_s)  +  mean_i eps_i mean_c (z_w - z_s)^2  +  mean_i (1 - p_clean_i) conf_i H_i
     eps_i = p_clean_i cdf0_i + (1 - p_noisy_i)(1 - cdf1_i)
 
-The two views (`ido_views`): by default both are the inputs as given and differ by dropout only (hf_lnl's choice,
-measured: the paper's augmentations, `ido_views="augmented"`, cost a small pretrained ViT 8 points); a model without
-dropout then runs one forward for both.
+The two views (`ido_views`, default `"auto"`): for images both are the inputs as given and differ by dropout only
+(hf_lnl's choice, measured: the paper's augmentations cost a small pretrained ViT 8 points), and a model without
+dropout runs one forward for both; for text the strong view masks tokens (it helps on Task A).
 
 With `ido_correction="pseudo_label"` (hf_lnl's label correction, beyond the paper) the last term becomes
 `(1 - p_clean_i) 1[conf_w,i >= tau] CE(z_s,i, argmax z_w,i)`: a flagged sample is taught the weak view's confident
@@ -55,7 +55,7 @@ MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
 CORRECTIONS = ("entropy", "pseudo_label")  # ido_correction
 FALLBACK_LOSSES = ("gce", "cross_entropy")  # ido_fallback_loss
-VIEWS = ("augmented", "dropout")  # ido_views
+VIEWS = ("auto", "augmented", "dropout")  # ido_views
 WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
@@ -181,6 +181,7 @@ class IDO(LNLMethod):
         self._stage1_epochs_from_disk = 0
         self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
         self.fallback = False  # the premise safeguard fired: stage 2 is ido_fallback_loss on the unaugmented inputs
+        self._views_mode = self.args.ido_views  # "auto" becomes "augmented" (text) or "dropout" (images)
         # Dropout views only: None until stage 2's first step shows whether the two forwards of the same inputs differ.
         self.views_identical: bool | None = None
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
@@ -228,6 +229,7 @@ class IDO(LNLMethod):
         self, model: nn.Module, inputs: dict[str, Any], sample_index: torch.Tensor | None, num_items_in_batch: Any
     ) -> MethodOutput:
         labels = inputs.pop("labels")
+        self._resolve_views(inputs)
         views = self._views_for(inputs) if self._augments else None
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
         if not self._augments:  # dropout views: both are the inputs as given (a collator's strong view is unused)
@@ -292,8 +294,13 @@ class IDO(LNLMethod):
 
     @property
     def _augments(self) -> bool:
-        """The paper's augmented views (`ido_views="augmented"`); else both views are the inputs as given."""
-        return self.args.ido_views == "augmented"
+        """The paper's augmented views (`ido_views="augmented"`, or `"auto"` on text); else both views are the inputs
+        as given. `"auto"` is resolved at the first batch (`_resolve_views`)."""
+        return self._views_mode == "augmented"
+
+    def _resolve_views(self, inputs: dict[str, Any]) -> None:
+        if self._views_mode == "auto":  # measured: masking helps text (Task A), augmentations hurt images (B, B2)
+            self._views_mode = "dropout" if "pixel_values" in inputs else "augmented"
 
     def corrected_labels(self) -> np.ndarray:
         """The label stage 2 teaches each sample: the weak view's last prediction where the sample is flagged
