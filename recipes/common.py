@@ -260,13 +260,11 @@ def run_signature(recipe: str, model_args: Any, data_args: Any, args: NoisyLabel
     return json.loads(json.dumps(signature, default=str))
 
 
-def recorded_test_accuracy(signature: dict[str, Any], lnl_method: str, path: Path | None = None) -> float | None:
-    """The test accuracy of the last run of `lnl_method` with this signature recorded in `path` (default
-    `REFERENCE_RUNS`), or None."""
-    path = REFERENCE_RUNS if path is None else path
-    if not path.is_file():
+def recorded_test_accuracy(signature: dict[str, Any], lnl_method: str) -> float | None:
+    """The test accuracy of the last run of `lnl_method` with this signature in `REFERENCE_RUNS`, or None."""
+    if not REFERENCE_RUNS.is_file():
         return None
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in REFERENCE_RUNS.read_text().splitlines() if line.strip()]
     matches = [r for r in rows if r["lnl_method"] == lnl_method and r["signature"] == signature]
     return matches[-1]["test_accuracy"] if matches else None
 

@@ -232,8 +232,6 @@ class IDO(LNLMethod):
         self._resolve_views(inputs)
         views = self._views_for(inputs) if self._augments else None
         strong = {k[: -len(STRONG_SUFFIX)]: inputs.pop(k) for k in list(inputs) if k.endswith(STRONG_SUFFIX)}
-        if not self._augments:  # dropout views: both are the inputs as given (a collator's strong view is unused)
-            strong = dict(inputs)
         if self.fallback:  # the premise safeguard fired: a plain loss on the inputs as given (strong views popped)
             outputs = model(**inputs)
             losses = _fallback_loss(outputs["logits"], labels, self.args)
@@ -251,7 +249,10 @@ class IDO(LNLMethod):
             outputs = model(**weak)
             logits_weak = logits_strong = outputs["logits"].float()
         else:
-            strong = {**weak, **strong} if strong else self._strong(inputs, views)
+            if not self._augments:  # dropout views: both are the inputs as given (a collator's strong view is unused)
+                strong = weak
+            else:
+                strong = {**weak, **strong} if strong else self._strong(inputs, views)
             size = labels.shape[0]
             batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
             outputs = model(**batch)
@@ -336,7 +337,7 @@ class IDO(LNLMethod):
         return self._views
 
     def _weak(self, inputs: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(self._views, ImageViews) and self._augments:
+        if isinstance(self._views, ImageViews):  # set only with augmented views
             return {**inputs, "pixel_values": self._views.weak(inputs["pixel_values"])}
         return dict(inputs)
 
