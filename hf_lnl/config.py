@@ -51,9 +51,13 @@ class NoisyLabelConfig(TrainingArguments):
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
         ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"entropy"` (the paper: the
-            confidence-weighted entropy of its own prediction) or `"pseudo_label"` (label correction: cross-entropy of
+            confidence-weighted entropy of its own prediction), `"pseudo_label"` (label correction: cross-entropy of
             the strong view against the weak view's prediction when that is at least `ido_pseudo_label_threshold`
-            confident, as FixMatch; the corrected label and its confidence go into the noise report).
+            confident, as FixMatch; the corrected label and its confidence go into the noise report),
+            `"base_belief"` (the entropy term, but a flagged sample keeps the share of its given label that the base
+            model believed: its cross-entropy weighs `p_clean + (1 - p_clean) q_y`, where `q_y` is the stage-1
+            model's probability of the given label at the base epoch; ambiguous labels stay partly taught, confident
+            disagreements are dropped) or `"discard"` (no target: a flagged sample only loses weight).
         ido_pseudo_label_threshold: Smallest weak-view confidence that makes a pseudo-label (`0` corrects every
             flagged sample, as dynamic hard bootstrapping).
         ido_views: `"dropout"` (both views are the inputs as given, so stage 1 trains on them and the two stage-2

@@ -70,6 +70,66 @@ def test_pseudo_label_teaches_the_strong_view_the_confident_weak_prediction():
     assert clean["correction"] == 0  # a clean sample keeps its label
 
 
+def test_base_belief_keeps_a_flagged_label_in_proportion_to_the_base_models_belief_in_it():
+    z_w = torch.tensor([[1.0, 0.5, 0.0]], requires_grad=True)
+    z_s = torch.tensor([[0.5, 1.0, 0.0]], requires_grad=True)
+    flagged = _stats(0.0, 1.0, 1.0, 1.0)
+    _, paper = ido_loss(z_w, z_s, torch.tensor([2]), flagged)
+    _, kept = ido_loss(z_w, z_s, torch.tensor([2]), flagged, label_belief=torch.tensor([0.25]))
+    ce = sum(torch.nn.functional.cross_entropy(z, torch.tensor([2])) for z in (z_w, z_s))
+    assert torch.isclose(kept["ce"], 0.25 * ce) and paper["ce"] == 0
+    assert torch.isclose(kept["entropy"], 0.75 * paper["entropy"])
+    _, clean = ido_loss(z_w, z_s, torch.tensor([2]), _stats(1.0, 0.0, 0.5, 0.5), label_belief=torch.tensor([0.0]))
+    assert torch.isclose(clean["ce"], ce) and clean["entropy"] == 0  # a clean sample keeps its label whatever
+
+
+def test_discard_gives_a_flagged_sample_no_target():
+    z_w, z_s = torch.tensor([[1.0, 0.5, 0.0]]), torch.tensor([[0.5, 1.0, 0.0]])
+    per_sample, parts = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.0, 1.0, 1.0, 1.0), teach_flagged=False)
+    assert set(parts) == {"ce", "consistency", "loss"} and per_sample.sum() == 0
+    _, half = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.5, 0.5, 1.0, 1.0), teach_flagged=False)
+    assert torch.isclose(half["loss"], half["ce"] + half["consistency"])
+
+
+def test_base_belief_is_the_stage1_probability_of_the_given_label_and_survives_a_saved_stage1(tmp_path):
+    data = text_dataset(40)
+    settings = dict(
+        lnl_method="ido", per_device_train_batch_size=8, learning_rate=1e-3, ido_mask_token_id=3,
+        ido_correction="base_belief", **COMMON,
+    )  # fmt: skip
+    first = NoisyLabelTrainer(
+        model=tiny_bert(), args=NoisyLabelConfig(str(tmp_path / "a"), num_train_epochs=3, **settings),
+        train_dataset=data,
+    )
+    first.train()
+    belief = first.method.base_label_belief
+    assert belief is not None and first.method.stage == 2
+    assert ((belief > 0) & (belief < 1)).all() and belief.std() > 0  # a softmax probability of every sample
+    second = NoisyLabelTrainer(
+        model=tiny_bert(seed=5),
+        args=NoisyLabelConfig(
+            str(tmp_path / "b"), num_train_epochs=1, ido_stage1_dir=str(tmp_path / "a" / STAGE1_FOLDER), **settings
+        ),
+        train_dataset=data,
+    )
+    second.train()
+    torch.testing.assert_close(second.method.base_label_belief, belief)
+    without = {**settings, "ido_correction": "entropy"}
+    NoisyLabelTrainer(
+        model=tiny_bert(), args=NoisyLabelConfig(str(tmp_path / "c"), num_train_epochs=3, **without),
+        train_dataset=data,
+    ).train()
+    third = NoisyLabelTrainer(
+        model=tiny_bert(),
+        args=NoisyLabelConfig(
+            str(tmp_path / "d"), num_train_epochs=1, ido_stage1_dir=str(tmp_path / "c" / STAGE1_FOLDER), **settings
+        ),
+        train_dataset=data,
+    )
+    with pytest.raises(ValueError, match="did not record the given labels' belief.*base_belief"):
+        third.train()
+
+
 def test_the_premise_safeguard_is_on_by_default_with_cross_entropy(tmp_path):
     args = NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3)
     assert args.ido_premise_safeguard and args.ido_fallback_loss == "cross_entropy"

@@ -101,7 +101,10 @@ CLID_CORRECTION = {"clid_correction": "pseudo_label", "clid_pseudo_label_thresho
 CORRECTION_COLUMNS = {"corrected_label", "correction_confidence"}  # written only with label correction on
 CORRECTIONS = (IDO_CORRECTION, CLID_CORRECTION)
 IDO_DROPOUT = {"ido_views": "dropout"}  # on text the default ("auto") masks tokens; this trains on the text as given
-VARIANTS = [(m, {}) for m in METHODS] + [("ido", IDO_CORRECTION), ("clid_mu", CLID_CORRECTION), ("ido", IDO_DROPOUT)]
+IDO_BASE_BELIEF = {"ido_correction": "base_belief"}  # per-sample state recorded in stage 1, read in stage 2
+VARIANTS = [(m, {}) for m in METHODS] + [
+    ("ido", IDO_CORRECTION), ("clid_mu", CLID_CORRECTION), ("ido", IDO_DROPOUT), ("ido", IDO_BASE_BELIEF),
+]
 
 
 def _trainer(out_dir, method, with_clean_label=True, **kwargs):

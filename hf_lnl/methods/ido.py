@@ -14,7 +14,11 @@ dropout runs one forward for both; for text the strong view masks tokens (it hel
 
 With `ido_correction="pseudo_label"` (hf_lnl's label correction, beyond the paper) the last term becomes
 `(1 - p_clean_i) 1[conf_w,i >= tau] CE(z_s,i, argmax z_w,i)`: a flagged sample is taught the weak view's confident
-prediction on the strong view (FixMatch's rule) instead of only sharpening its own prediction.
+prediction on the strong view (FixMatch's rule) instead of only sharpening its own prediction. With
+`ido_correction="base_belief"` a sample keeps `p_keep_i = p_clean_i + (1 - p_clean_i) q_y,i` of its cross-entropy
+(`q_y,i`: the base model's probability of the given label, recorded in stage 1) and the entropy term takes the rest:
+an ambiguous label the base model half believes stays half taught, a confident disagreement is dropped. With
+`"discard"` a flagged sample gets no target at all.
 
 The premise safeguard (`ido_premise_safeguard`, on by default): when the samples the stage-1 mixture calls clean were
 still predicted wrongly in over a third of the stage-1 epochs (the base model has not learnt what IDO would trust,
@@ -36,6 +40,7 @@ from torch import nn
 
 from ..correction import PredictionMemory, check_confidence_threshold, pseudo_label_loss
 from ..data import IGNORE_INDEX
+from ..distributed import gather_rows
 from ..features import unwrap_model
 from ..metrics import estimated_noise_rate
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
@@ -53,7 +58,7 @@ STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
-CORRECTIONS = ("entropy", "pseudo_label")  # ido_correction
+CORRECTIONS = ("entropy", "pseudo_label", "base_belief", "discard")  # ido_correction
 FALLBACK_LOSSES = ("gce", "cross_entropy")  # ido_fallback_loss
 VIEWS = ("auto", "augmented", "dropout")  # ido_views
 WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
@@ -133,7 +138,7 @@ class IDO(LNLMethod):
     report_columns = (
         "p_clean", "p_noisy", "stage1_wrong_events", "stage2_wrong_events", "corrected_label", "correction_confidence",
     )  # fmt: skip
-    state_tensors = ("stage1_counts", "weak_prediction", "weak_confidence")
+    state_tensors = ("stage1_counts", "weak_prediction", "weak_confidence", "label_belief", "base_label_belief")
     config_fields = (
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
@@ -199,6 +204,10 @@ class IDO(LNLMethod):
         # The weak view's prediction and confidence at each sample's last stage-2 visit (with label correction): the
         # report's corrected label.
         self.weak_predictions = PredictionMemory(len(self._labels), self._device)
+        # ido_correction="base_belief": each sample's probability of its given label at its last stage-1 visit, and
+        # its copy taken with the base model (what stage 2 reads).
+        self.label_belief = torch.zeros(len(self._labels), dtype=torch.float32, device=self._device)
+        self.base_label_belief: torch.Tensor | None = None
         if self.args.ido_stage1_dir is not None:
             self._load_stage1(self.args.ido_stage1_dir)
 
@@ -244,6 +253,8 @@ class IDO(LNLMethod):
             losses = F.cross_entropy(outputs["logits"].float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
             keep = (labels != IGNORE_INDEX).float()
             loss = losses.sum() / keep.sum().clamp_min(1.0)
+            if self._keeps_belief and sample_index is not None:
+                self._record_belief(sample_index, outputs["logits"], labels)
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
         if self.views_identical:  # dropout views of a model without dropout: one forward gives both views
             outputs = model(**weak)
@@ -266,6 +277,9 @@ class IDO(LNLMethod):
                 for v, logits in enumerate((logits_weak, logits_strong))
             )
         stats = self._mixture_stats(sample_index, labels, batch_events)
+        belief = None
+        if self._keeps_belief:
+            belief = self.base_label_belief[sample_index.to(self.base_label_belief.device)].to(labels.device)
         losses, parts = ido_loss(
             logits_weak,
             logits_strong,
@@ -273,6 +287,8 @@ class IDO(LNLMethod):
             stats,
             self.args.ido_entropy == "confidence",
             pseudo_label_threshold=self.args.ido_pseudo_label_threshold if self._corrects else None,
+            label_belief=belief,
+            teach_flagged=self.args.ido_correction != "discard",
         )
         if self._corrects:
             self.weak_predictions.update(sample_index, logits_weak)
@@ -284,6 +300,18 @@ class IDO(LNLMethod):
     @property
     def _corrects(self) -> bool:
         return self.args.ido_correction == "pseudo_label"
+
+    @property
+    def _keeps_belief(self) -> bool:
+        return self.args.ido_correction == "base_belief"
+
+    def _record_belief(self, sample_index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Remember each sample's probability of its given label (0 for an ignored label), from every process."""
+        keep = labels != IGNORE_INDEX
+        probabilities = F.softmax(logits.detach().float(), dim=-1)
+        belief = probabilities.gather(1, labels.clamp_min(0)[:, None]).squeeze(1) * keep
+        index, belief = gather_rows(sample_index, belief)
+        self.label_belief[index.to(self._device)] = belief.to(self._device, torch.float32)
 
     def _check_views_identical(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> None:
         """At the first stage-2 step with dropout views: if both forwards of the same inputs gave the same logits, the
@@ -408,6 +436,8 @@ class IDO(LNLMethod):
         model = unwrap_model(self.context.model)
         self.base_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
         self.base_epoch = epoch
+        if self._keeps_belief:
+            self.base_label_belief = self.label_belief.clone()
 
     def _start_stage2(self) -> dict[str, float]:
         context = self.context
@@ -504,6 +534,10 @@ class IDO(LNLMethod):
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
         tensors = self.weak_predictions.state_dict(WEAK_PREFIX) if self._corrects else {}
+        if self._keeps_belief:
+            tensors["label_belief"] = self.label_belief
+            if self.base_label_belief is not None:
+                tensors["base_label_belief"] = self.base_label_belief
         return tensors if self.stage1_counts is None else {"stage1_counts": self.stage1_counts, **tensors}
 
     def metadata(self) -> dict[str, Any]:
@@ -533,6 +567,15 @@ class IDO(LNLMethod):
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
         if f"{WEAK_PREFIX}prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
             self.weak_predictions.load_state_dict(tensors, WEAK_PREFIX)
+        if self._keeps_belief and not self.fallback:
+            if "label_belief" not in tensors:
+                raise ValueError(
+                    "The checkpoint's IDO run did not record the given labels' belief; resume with the "
+                    f"ido_correction it was trained with, not {self.args.ido_correction!r}."
+                )
+            self.label_belief = tensors["label_belief"].to(self._device, torch.float32)
+            if "base_label_belief" in tensors:
+                self.base_label_belief = tensors["base_label_belief"].to(self._device, torch.float32)
         if metadata["mixture"] is not None:
             self.mixture.set_params_from(metadata["mixture"])
             table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
@@ -553,12 +596,13 @@ class IDO(LNLMethod):
     def save_stage1(self, folder: str) -> None:
         """Save a finished stage 1 (counts, base model, training-set checksum) for `ido_stage1_dir`."""
         metadata = {"base_epoch": self.base_epoch, "stage1_epochs": self.stage1_epochs + self._stage1_epochs_from_disk}
-        self.context.export_state(folder, {}, metadata)
+        tensors = {} if self.base_label_belief is None else {"base_label_belief": self.base_label_belief}
+        self.context.export_state(folder, tensors, metadata)
         save_file({k: v.contiguous() for k, v in self.base_state.items()}, os.path.join(folder, BASE_MODEL_FILE))
 
     def _load_stage1(self, folder: str) -> None:
         try:
-            _, metadata = self.context.import_state(folder)
+            tensors, metadata = self.context.import_state(folder)
         except CheckpointStateError as error:
             raise ValueError(f"ido_stage1_dir does not match this training set: {error}") from error
         unwrap_model(self.context.model).load_state_dict(load_file(os.path.join(folder, BASE_MODEL_FILE)))
@@ -566,6 +610,13 @@ class IDO(LNLMethod):
         self.base_epoch = metadata["base_epoch"]
         self.search_done = True
         self.stage1_counts = self.context.wrong_events.to(torch.int16).clone()
+        if self._keeps_belief:
+            if "base_label_belief" not in tensors:
+                raise ValueError(
+                    f"ido_stage1_dir {folder!r} was saved by a stage 1 that did not record the given labels' belief: "
+                    "ido_correction='base_belief' needs a stage 1 run with it (or choose another ido_correction)."
+                )
+            self.base_label_belief = tensors["base_label_belief"].to(self._device, torch.float32)
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
 
@@ -597,6 +648,8 @@ def ido_loss(
     stats: torch.Tensor,
     use_confidence: bool = True,
     pseudo_label_threshold: float | None = None,
+    label_belief: torch.Tensor | None = None,
+    teach_flagged: bool = True,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IDO's stage-2 loss. Returns per-sample losses and the batch parts (`loss`, `ce`, `consistency`, and `entropy`
     or, with a `pseudo_label_threshold`, `correction` and `corrected`: the share of the batch pseudo-labelled).
@@ -608,6 +661,10 @@ def ido_loss(
         use_confidence: Weight the entropy by the confidence `max_c q̄` (default) or not.
         pseudo_label_threshold: Label correction: replace the entropy term by `(1 - p_clean) CE(z_s, argmax z_w)` for
             the samples whose weak-view confidence is at least this (None: the paper's entropy term).
+        label_belief: (B,) the base model's probability of each given label (`ido_correction="base_belief"`): a
+            sample keeps `p_keep = p_clean + (1 - p_clean) belief` of its cross-entropy, and the flagged term takes
+            `1 - p_keep` (None: `p_keep = p_clean`, the paper).
+        teach_flagged: False drops the flagged term (`ido_correction="discard"`: a flagged sample only loses weight).
 
     Example:
         >>> z = torch.zeros(2, 3)
@@ -622,23 +679,26 @@ def ido_loss(
     ce = F.cross_entropy(z_w, safe, reduction="none") + F.cross_entropy(z_s, safe, reduction="none")
     weight = p_clean * cdf0 + (1.0 - p_noisy) * (1.0 - cdf1)
     consistency = (z_w - z_s).pow(2).mean(dim=-1)
-    parts_per_sample = {"ce": p_clean * ce, "consistency": weight * consistency}
+    p_keep = p_clean if label_belief is None else p_clean + (1.0 - p_clean) * label_belief.float().detach()
+    parts_per_sample = {"ce": p_keep * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
-    if pseudo_label_threshold is None:
+    if not teach_flagged:
+        pass
+    elif pseudo_label_threshold is None:
         q_w = F.softmax(z_w, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
         q_s = F.softmax(z_s, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
         q_mean = (q_w + q_s) / 2
         entropy = -(q_mean * q_mean.log()).sum(dim=-1)
         if use_confidence:
             entropy = entropy * q_mean.max(dim=-1).values.detach()  # the confidence weights the term; no gradient
-        parts_per_sample["entropy"] = (1.0 - p_clean) * entropy
+        parts_per_sample["entropy"] = (1.0 - p_keep) * entropy
     else:
         confidence, pseudo_label = F.softmax(z_w.detach(), dim=-1).max(dim=-1)
-        correction, corrected = pseudo_label_loss(z_s, pseudo_label, confidence, 1.0 - p_clean, pseudo_label_threshold)
+        correction, corrected = pseudo_label_loss(z_s, pseudo_label, confidence, 1.0 - p_keep, pseudo_label_threshold)
         parts_per_sample["correction"] = correction
     per_sample = sum(parts_per_sample.values()) * keep
     parts = {name: (value * keep).sum() / count for name, value in parts_per_sample.items()}
-    if pseudo_label_threshold is not None:
+    if pseudo_label_threshold is not None and teach_flagged:
         parts["corrected"] = (corrected * keep).sum().detach() / count
     parts["loss"] = per_sample.sum() / count
     return per_sample, parts
