@@ -10,7 +10,7 @@ from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 from hf_lnl.clid import LOG_EPS, feature_graph
-from hf_lnl.methods.clid_mu import MetaWeightNet, low_weight_posterior
+from hf_lnl.methods.clid_mu import MIN_WEIGHT_CONTRAST, MetaWeightNet, low_weight_posterior, weight_contrast
 
 COMMON = dict(report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, seed=0)
 CLID_MU = dict(lnl_method="clid_mu", clid_meta_set_size=16, clid_meta_batch_size=8, per_device_train_batch_size=8)
@@ -327,3 +327,31 @@ def test_warmup_trains_exactly_like_cross_entropy_while_the_meta_network_learns(
             assert not torch.equal(trainer.method.meta_net.hidden.weight.detach().cpu(), initial.detach())
     for name, p in trained["none"].items():
         assert torch.allclose(p, trained["clid_mu"][name], atol=1e-5), name
+
+
+# ------------------------------------------------------------------------------------------- weight contrast
+def test_weight_contrast_tells_two_groups_from_one():
+    rng = np.random.default_rng(0)
+    two = np.concatenate([rng.normal(0.8, 0.02, 60), rng.normal(0.1, 0.02, 40), [np.nan]])
+    assert weight_contrast(two) == pytest.approx(1 - 0.1 / 0.8, abs=0.02)
+    assert weight_contrast(rng.normal(0.45, 0.01, 100)) < 0.1  # one group, however the mixture splits it
+    assert weight_contrast(np.full(5, 0.3)) == 0.0
+    assert np.isnan(weight_contrast(np.array([0.3, np.nan])))
+
+
+def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_path):
+    data = _with_noise(text_dataset(24), 3)
+    model = _spread(tiny_bert(dropout=0.0), 10.0)
+    # An SGD meta step of 1e-12 leaves the meta network at its initial, nearly flat weights.
+    args = _config(tmp_path, num_train_epochs=2, learning_rate=1e-3, clid_meta_optimizer="sgd", clid_meta_lr=1e-12)
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    logs = trainer.state.log_history
+    contrasts = [entry["meta_weight_contrast"] for entry in logs if "meta_weight_contrast" in entry]
+    assert len(contrasts) == 2 and all(0 <= c < MIN_WEIGHT_CONTRAST for c in contrasts)
+    assert trainer.method.contrast == contrasts[-1]
+    trainer.create_model_card()
+    card = (tmp_path / "out" / "README.md").read_text()
+    assert "CLID-MU's weighting never switched on" in card and f"{contrasts[-1]:.2f}" in card
+    trainer.method.contrast = 0.9  # a weighting that did switch on: no note
+    assert trainer.method.card_notes() == []

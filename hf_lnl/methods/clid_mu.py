@@ -55,6 +55,9 @@ META_OPTIMIZERS = ("adam", "sgd")
 CLID_CORRECTIONS = ("none", "pseudo_label")  # clid_correction
 PREVIOUS_PREFIX = "previous_"  # state tensors of the previous visit's remembered predictions
 WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vanish gives a zero loss, not NaN
+# weight_contrast below which the weighting has not switched on: a sample of the meta weights' low group still weighs
+# more than half as much as one of the high group, so the loss is close to (class-balanced) cross-entropy.
+MIN_WEIGHT_CONTRAST = 0.5
 
 
 class MetaWeightNet(nn.Module):
@@ -111,8 +114,10 @@ class CLIDMU(LNLMethod):
     themselves, whatever range the sigmoid settles in. When the weights have not separated (spread under 1% of
     the largest, e.g. at initialisation) nothing is flagged; samples never seen score 0.
 
-    Logs `clid_meta_loss`, `meta_weight_mean` and `meta_weight_std` with every training log and, when the training
-    set has clean labels, `meta_weight_clean` / `meta_weight_noisy` at each epoch end.
+    Logs `clid_meta_loss`, `meta_weight_mean` and `meta_weight_std` with every training log; at each epoch end
+    `meta_weight_contrast` (`weight_contrast`: 1 - the low-weight group's mean over the high group's; under 0.5 the
+    loss is still close to cross-entropy, and the model card says so when training ends there) and, when the
+    training set has clean labels, `meta_weight_clean` / `meta_weight_noisy`.
 
     Example:
         >>> args = NoisyLabelConfig(output_dir="out", lnl_method="clid_mu", clid_scope="head", num_train_epochs=3)
@@ -176,6 +181,7 @@ class CLIDMU(LNLMethod):
         self._noisy: torch.Tensor | None = None  # label != clean label, when clean labels are known
         self._last_meta_step = -1
         self._num_classes = 0
+        self.contrast: float | None = None  # weight_contrast() of the meta weights at the last epoch end
         self.previous_predictions: PredictionMemory | None = None  # label correction: the previous visit's prediction
         self.noisy_probability: torch.Tensor | None = None  # label correction: noise_score at the last epoch end
 
@@ -442,11 +448,13 @@ class CLIDMU(LNLMethod):
         if self._corrects:  # the next epoch's correction strength per sample
             scores = torch.as_tensor(self.noise_scores(), dtype=torch.float32)
             self.noisy_probability = scores.to(self.noisy_probability.device)
-        if self._noisy is None:
-            return {}
         weights = self.meta_weight[:-1].float()
+        contrast = weight_contrast(weights.cpu().numpy())
+        self.contrast = None if math.isnan(contrast) else contrast
+        logs = {} if self.contrast is None else {"meta_weight_contrast": self.contrast}
+        if self._noisy is None:
+            return logs
         seen = ~torch.isnan(weights)
-        logs = {}
         for name, members in (("meta_weight_clean", seen & ~self._noisy), ("meta_weight_noisy", seen & self._noisy)):
             if bool(members.any()):
                 logs[name] = float(weights[members].mean())
@@ -473,7 +481,18 @@ class CLIDMU(LNLMethod):
             "meta_hidden_size": self.args.clid_meta_hidden_size,
             "meta_optimizer": self.args.clid_meta_optimizer,
             "scope": self.args.clid_scope,
+            "contrast": self.contrast,
         }
+
+    def card_notes(self) -> list[str]:
+        if self.contrast is None or self.contrast >= MIN_WEIGHT_CONTRAST:
+            return []
+        return [
+            f"CLID-MU's weighting never switched on: at the end of training its low-weight samples still weighed "
+            f"{1 - self.contrast:.0%} of what its high-weight samples did (meta_weight_contrast {self.contrast:.2f}, "
+            f"under {MIN_WEIGHT_CONTRAST:g}), so the loss stayed close to class-balanced cross-entropy and the noise "
+            "report's flags, which split the weights in two regardless, are not to be trusted."
+        ]
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
         saved = (metadata.get("meta_hidden_size"), metadata.get("meta_optimizer"))
@@ -488,6 +507,7 @@ class CLIDMU(LNLMethod):
                 f"{self.args.clid_scope!r}; resume with clid_scope={metadata['scope']!r}."
             )
         self.meta_weight[:-1] = tensors["meta_weight"].to(self.meta_weight.device, self.meta_weight.dtype)
+        self.contrast = metadata.get("contrast")  # written since meta_weight_contrast (hf_lnl 0.3)
         if self._corrects:
             if "noisy_probability" not in tensors:
                 raise ValueError(
@@ -521,6 +541,34 @@ class CLIDMU(LNLMethod):
                 correction_confidence=self.previous_predictions.confidence.cpu().numpy().astype(np.float32),
             )
         return columns
+
+
+def weight_contrast(weights: np.ndarray, max_samples: int = 100_000, seed: int = 0) -> float:
+    """How far the meta weights have split: `1 - mu_low / mu_high` of the two-Gaussian mixture fitted to them (0: one
+    weight for all, the loss is cross-entropy; near 1: the low group is switched off). NaN (never seen) weights are
+    left out; NaN when fewer than two were seen, 0 when they are all equal. At most `max_samples` weights (a seeded
+    draw) are fitted.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> round(weight_contrast(np.concatenate([rng.normal(0.9, 0.02, 50), rng.normal(0.05, 0.01, 50)])), 2)
+        0.94
+        >>> weight_contrast(rng.normal(0.5, 0.02, 100)) < 0.1  # one group: any split of it is a small contrast
+        True
+    """
+    from sklearn.mixture import GaussianMixture
+
+    values = np.asarray(weights, dtype=np.float64)
+    values = values[~np.isnan(values)]
+    if values.size < 2:
+        return float("nan")
+    if values.max() == values.min():
+        return 0.0
+    if values.size > max_samples:
+        values = np.random.default_rng(seed).choice(values, max_samples, replace=False)
+    mixture = GaussianMixture(n_components=2, reg_covar=1e-6, random_state=seed).fit(values[:, None])
+    low, high = sorted(mixture.means_.ravel())
+    return float(1.0 - low / high) if high > 0 else 0.0
 
 
 def low_weight_posterior(weights: np.ndarray, min_relative_spread: float = 0.01, seed: int = 0) -> np.ndarray:
