@@ -352,6 +352,6 @@ def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_
     assert trainer.method.contrast == contrasts[-1]
     trainer.create_model_card()
     card = (tmp_path / "out" / "README.md").read_text()
-    assert "CLID-MU's weighting never switched on" in card and f"{contrasts[-1]:.2f}" in card
+    assert "CLID-MU's weighting had not switched on" in card and f"{contrasts[-1]:.2f}" in card
     trainer.method.contrast = 0.9  # a weighting that did switch on: no note
     assert trainer.method.card_notes() == []

@@ -488,10 +488,11 @@ class CLIDMU(LNLMethod):
         if self.contrast is None or self.contrast >= MIN_WEIGHT_CONTRAST:
             return []
         return [
-            f"CLID-MU's weighting never switched on: at the end of training its low-weight samples still weighed "
-            f"{1 - self.contrast:.0%} of what its high-weight samples did (meta_weight_contrast {self.contrast:.2f}, "
-            f"under {MIN_WEIGHT_CONTRAST:g}), so the loss stayed close to class-balanced cross-entropy and the noise "
-            "report's flags, which split the weights in two regardless, are not to be trusted."
+            f"CLID-MU's weighting had not switched on when this card was written: at the last epoch end its "
+            f"low-weight samples still weighed {1 - self.contrast:.0%} of what its high-weight samples did "
+            f"(meta_weight_contrast {self.contrast:.2f}, under {MIN_WEIGHT_CONTRAST:g}), so the loss was close to "
+            "class-balanced cross-entropy and the noise report's flags, which split the weights in two regardless, "
+            "are not to be trusted."
         ]
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
