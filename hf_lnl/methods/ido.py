@@ -682,9 +682,8 @@ def ido_loss(
     p_keep = p_clean if label_belief is None else p_clean + (1.0 - p_clean) * label_belief.float().detach()
     parts_per_sample = {"ce": p_keep * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
-    if not teach_flagged:
-        pass
-    elif pseudo_label_threshold is None:
+    corrects = teach_flagged and pseudo_label_threshold is not None
+    if teach_flagged and not corrects:
         q_w = F.softmax(z_w, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
         q_s = F.softmax(z_s, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
         q_mean = (q_w + q_s) / 2
@@ -692,13 +691,13 @@ def ido_loss(
         if use_confidence:
             entropy = entropy * q_mean.max(dim=-1).values.detach()  # the confidence weights the term; no gradient
         parts_per_sample["entropy"] = (1.0 - p_keep) * entropy
-    else:
+    elif corrects:
         confidence, pseudo_label = F.softmax(z_w.detach(), dim=-1).max(dim=-1)
         correction, corrected = pseudo_label_loss(z_s, pseudo_label, confidence, 1.0 - p_keep, pseudo_label_threshold)
         parts_per_sample["correction"] = correction
     per_sample = sum(parts_per_sample.values()) * keep
     parts = {name: (value * keep).sum() / count for name, value in parts_per_sample.items()}
-    if pseudo_label_threshold is not None and teach_flagged:
+    if corrects:
         parts["corrected"] = (corrected * keep).sum().detach() / count
     parts["loss"] = per_sample.sum() / count
     return per_sample, parts
