@@ -10,7 +10,7 @@ from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 from hf_lnl.clid import LOG_EPS, feature_graph
-from hf_lnl.methods.clid_mu import MIN_WEIGHT_CONTRAST, MetaWeightNet, low_weight_posterior, weight_contrast
+from hf_lnl.methods.clid_mu import MIN_WEIGHT_CONTRAST, MetaWeightNet, split_weights, weight_contrast
 
 COMMON = dict(report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, seed=0)
 CLID_MU = dict(lnl_method="clid_mu", clid_meta_set_size=16, clid_meta_batch_size=8, per_device_train_batch_size=8)
@@ -264,17 +264,43 @@ def test_resume_from_a_middle_checkpoint_ends_identically(tmp_path):
     assert losses[0] == losses[1] and len(losses[0]) == 12
 
 
-def test_noise_score_is_the_low_weight_component_posterior():
+def test_split_weights_gives_the_low_weight_component_posterior():
     rng = np.random.default_rng(0)
     trusted, distrusted = rng.normal(0.6, 0.05, 600), rng.normal(0.1, 0.04, 400)
     weights = np.concatenate([trusted, distrusted, [np.nan]])
-    scores = low_weight_posterior(weights)
-    assert (scores[600:1000] > 0.5).all() and (scores[:600] < 0.5).all() and scores[-1] == 0.0
-    # the same separation at another scale gives the same flags (the sigmoid may settle anywhere)
-    assert np.array_equal(low_weight_posterior(weights * 0.2) > 0.5, scores > 0.5)
-    # weights that have not separated flag nothing
-    assert not low_weight_posterior(np.full(50, 0.5) + rng.normal(0, 1e-4, 50)).any()
-    assert not low_weight_posterior(np.array([0.3, np.nan])).any()
+    posterior, contrast = split_weights(weights)
+    assert (posterior[600:1000] > 0.5).all() and (posterior[:600] < 0.5).all() and posterior[-1] == 0.0
+    assert contrast == pytest.approx(1 - 0.1 / 0.6, abs=0.02)
+    # the same separation at another scale gives the same split (the sigmoid may settle anywhere)
+    rescaled, rescaled_contrast = split_weights(weights * 0.2)
+    assert np.array_equal(rescaled > 0.5, posterior > 0.5) and rescaled_contrast == pytest.approx(contrast)
+    # weights that have not separated give nothing to split
+    flat, flat_contrast = split_weights(np.full(50, 0.5) + rng.normal(0, 1e-4, 50))
+    assert not flat.any() and flat_contrast == 0.0
+    lone, lone_contrast = split_weights(np.array([0.3, np.nan]))
+    assert not lone.any() and np.isnan(lone_contrast)
+    # a larger set than the fit takes: every sample still gets its posterior
+    sampled, _ = split_weights(weights, max_fit_samples=100)
+    assert np.array_equal(sampled > 0.5, posterior > 0.5)
+
+
+def test_noise_score_flags_only_weights_that_have_split(tmp_path):
+    model, data = _family("bert", n=16)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path), train_dataset=data)
+    trainer.method.setup()
+    rng = np.random.default_rng(0)
+    split = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
+    trainer.method.meta_weight[:-1] = torch.from_numpy(split)
+    scores = trainer.method.noise_scores()
+    assert (scores[10:] > 0.5).all() and (scores[:10] < 0.5).all()
+    # two close groups (low group at 90% of the high one): the mixture still splits them, the score does not flag
+    close = np.concatenate([rng.normal(0.50, 0.005, 10), rng.normal(0.45, 0.005, 6)])
+    trainer.method.meta_weight[:-1] = torch.from_numpy(close)
+    posterior, contrast = split_weights(trainer.method.meta_weight[:-1].float().numpy())
+    assert (posterior[10:] > 0.5).all() and contrast < 0.2
+    scores = trainer.method.noise_scores()
+    assert scores.max() <= contrast  # nothing flagged at any threshold above the contrast ...
+    assert set(np.argsort(scores)[-6:].tolist()) == set(range(10, 16))  # ... and the low group still ranks first
 
 
 def test_class_balanced_normalisation_keeps_each_class_share(tmp_path):
@@ -350,6 +376,7 @@ def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_
     contrasts = [entry["meta_weight_contrast"] for entry in logs if "meta_weight_contrast" in entry]
     assert len(contrasts) == 2 and all(0 <= c < MIN_WEIGHT_CONTRAST for c in contrasts)
     assert trainer.method.contrast == contrasts[-1]
+    assert trainer.method.noise_scores().max() < MIN_WEIGHT_CONTRAST  # nothing flagged at the default threshold
     trainer.create_model_card()
     card = (tmp_path / "out" / "README.md").read_text()
     assert "CLID-MU's weighting had not switched on" in card and f"{contrasts[-1]:.2f}" in card

@@ -97,7 +97,11 @@ METHODS = sorted(METHOD_NAMES)
 # IDO's label correction keeps per-sample state of its own (the weak view's last prediction): threshold 0 corrects
 # every flagged sample, so the tiny runs below make corrections.
 IDO_CORRECTION = {"ido_correction": "pseudo_label", "ido_pseudo_label_threshold": 0.0}
-CLID_CORRECTION = {"clid_correction": "pseudo_label", "clid_pseudo_label_threshold": 0.0}
+# A tiny model's meta weights barely split (contrast ~0.01, which scales CLID-MU's noise scores): flagging any score
+# above 0 still flags its low-weight group, so that some labels are corrected.
+CLID_CORRECTION = {
+    "clid_correction": "pseudo_label", "clid_pseudo_label_threshold": 0.0, "noise_score_threshold": 0.0,
+}  # fmt: skip
 CORRECTION_COLUMNS = {"corrected_label", "correction_confidence"}  # written only with label correction on
 CORRECTIONS = (IDO_CORRECTION, CLID_CORRECTION)
 IDO_DROPOUT = {"ido_views": "dropout"}  # on text the default ("auto") masks tokens; this trains on the text as given

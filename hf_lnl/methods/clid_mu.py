@@ -109,10 +109,12 @@ class CLIDMU(LNLMethod):
     Besides the wrong events, it keeps each sample's `meta_weight` (the meta network's raw output at the sample's
     last visit, so from the meta network of that moment) and reports it as a column.
     `noise_score` is the posterior of the low-weight component of a two-component Gaussian mixture fitted to the
-    meta weights (`low_weight_posterior`): above 0.5 means the sample sits with the group the meta network trusts
-    less. The meta network is a function of the loss only, so this is a learned loss threshold read off the weights
-    themselves, whatever range the sigmoid settles in. When the weights have not separated (spread under 1% of
-    the largest, e.g. at initialisation) nothing is flagged; samples never seen score 0.
+    meta weights, times how far that component's weights sit below the other's (`split_weights`: posterior x
+    contrast). The meta network is a function of the loss only, so this is a learned loss threshold read off the
+    weights themselves, whatever range the sigmoid settles in; the contrast factor keeps a weighting that has not
+    switched on from flagging anything (the mixture splits nearly equal weights in two all the same: at contrast 0.16
+    it would flag a third of the samples or more). Nothing is flagged while the weights spread less than 1% of the
+    largest (e.g. at initialisation); samples never seen score 0.
 
     Logs `clid_meta_loss`, `meta_weight_mean` and `meta_weight_std` with every training log; at each epoch end
     `meta_weight_contrast` (`weight_contrast`: 1 - the low-weight group's mean over the high group's; under 0.5 the
@@ -491,8 +493,8 @@ class CLIDMU(LNLMethod):
             f"CLID-MU's weighting had not switched on when this card was written: at the last epoch end its "
             f"low-weight samples still weighed {1 - self.contrast:.0%} of what its high-weight samples did "
             f"(meta_weight_contrast {self.contrast:.2f}, under {MIN_WEIGHT_CONTRAST:g}), so the loss was close to "
-            "class-balanced cross-entropy and the noise report's flags, which split the weights in two regardless, "
-            "are not to be trusted."
+            f"class-balanced cross-entropy, and the noise report's scores, scaled by that contrast, stay under "
+            f"{self.contrast:.2f}: its flags say little about which labels are wrong."
         ]
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -531,8 +533,9 @@ class CLIDMU(LNLMethod):
 
     # ------------------------------------------------------------------------------------------------ report
     def noise_scores(self) -> np.ndarray:
-        """`low_weight_posterior` of the samples' meta weights (see the class docstring)."""
-        return low_weight_posterior(self.meta_weight[:-1].float().cpu().numpy())
+        """The low-weight posterior of each sample's meta weight times the weights' contrast (`split_weights`)."""
+        posterior, contrast = split_weights(self.meta_weight[:-1].float().cpu().numpy())
+        return posterior * (0.0 if math.isnan(contrast) else contrast)
 
     def report_values(self) -> dict[str, np.ndarray]:
         columns = {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
@@ -544,11 +547,44 @@ class CLIDMU(LNLMethod):
         return columns
 
 
-def weight_contrast(weights: np.ndarray, max_samples: int = 100_000, seed: int = 0) -> float:
-    """How far the meta weights have split: `1 - mu_low / mu_high` of the two-Gaussian mixture fitted to them (0: one
-    weight for all, the loss is cross-entropy; near 1: the low group is switched off). NaN (never seen) weights are
-    left out; NaN when fewer than two were seen, 0 when they are all equal. At most `max_samples` weights (a seeded
-    draw) are fitted.
+def split_weights(
+    weights: np.ndarray, min_relative_spread: float = 0.01, max_fit_samples: int = 100_000, seed: int = 0
+) -> tuple[np.ndarray, float]:
+    """Split the meta weights in two with a two-component Gaussian mixture.
+
+    Returns, per sample, the posterior of the lower-mean component, and the contrast `1 - mu_low / mu_high` (0: one
+    weight for all, the loss is cross-entropy; near 1: the low group is switched off). NaN (never seen) weights score
+    0 and are left out of the fit (at most `max_fit_samples` of them, a seeded draw). Fewer than two seen: all 0 and
+    a NaN contrast; weights spanning less than `min_relative_spread` of the largest: all 0 and contrast 0.
+
+    Example:
+        >>> posterior, contrast = split_weights(np.array([0.9, 0.85, 0.88, 0.05, 0.08, np.nan]))
+        >>> posterior.round(2), round(contrast, 2)
+        (array([0., 0., 0., 1., 1., 0.]), 0.93)
+    """
+    from sklearn.mixture import GaussianMixture
+
+    weights = np.asarray(weights, dtype=np.float64)
+    posterior = np.zeros_like(weights)
+    seen = ~np.isnan(weights)
+    values = weights[seen]
+    if values.size < 2:
+        return posterior, float("nan")
+    if values.max() - values.min() <= min_relative_spread * abs(values.max()):
+        return posterior, 0.0
+    fitted = values
+    if values.size > max_fit_samples:
+        fitted = np.random.default_rng(seed).choice(values, max_fit_samples, replace=False)
+    mixture = GaussianMixture(n_components=2, reg_covar=1e-6, random_state=seed).fit(fitted[:, None])
+    means = mixture.means_.ravel()
+    low, high = int(np.argmin(means)), int(np.argmax(means))
+    posterior[seen] = mixture.predict_proba(values[:, None])[:, low]
+    contrast = float(1.0 - means[low] / means[high]) if means[high] > 0 else 0.0
+    return posterior, contrast
+
+
+def weight_contrast(weights: np.ndarray, seed: int = 0) -> float:
+    """How far the meta weights have split: `split_weights`' contrast.
 
     Example:
         >>> rng = np.random.default_rng(0)
@@ -557,43 +593,7 @@ def weight_contrast(weights: np.ndarray, max_samples: int = 100_000, seed: int =
         >>> weight_contrast(rng.normal(0.5, 0.02, 100)) < 0.1  # one group: any split of it is a small contrast
         True
     """
-    from sklearn.mixture import GaussianMixture
-
-    values = np.asarray(weights, dtype=np.float64)
-    values = values[~np.isnan(values)]
-    if values.size < 2:
-        return float("nan")
-    if values.max() == values.min():
-        return 0.0
-    if values.size > max_samples:
-        values = np.random.default_rng(seed).choice(values, max_samples, replace=False)
-    mixture = GaussianMixture(n_components=2, reg_covar=1e-6, random_state=seed).fit(values[:, None])
-    low, high = sorted(mixture.means_.ravel())
-    return float(1.0 - low / high) if high > 0 else 0.0
-
-
-def low_weight_posterior(weights: np.ndarray, min_relative_spread: float = 0.01, seed: int = 0) -> np.ndarray:
-    """Per sample, the posterior of the lower-mean component of a 2-component Gaussian mixture over `weights`.
-
-    NaN (never seen) scores 0, and so does everything when fewer than two samples were seen or the weights span less
-    than `min_relative_spread` of the largest one (nothing to separate yet).
-
-    Example:
-        >>> low_weight_posterior(np.array([0.9, 0.85, 0.88, 0.05, 0.08, np.nan])).round(2)
-        array([0., 0., 0., 1., 1., 0.])
-    """
-    from sklearn.mixture import GaussianMixture
-
-    weights = np.asarray(weights, dtype=np.float64)
-    scores = np.zeros_like(weights)
-    seen = ~np.isnan(weights)
-    values = weights[seen]
-    if values.size < 2 or values.max() - values.min() <= min_relative_spread * abs(values.max()):
-        return scores
-    mixture = GaussianMixture(n_components=2, reg_covar=1e-6, random_state=seed).fit(values[:, None])
-    low = int(np.argmin(mixture.means_.ravel()))
-    scores[seen] = mixture.predict_proba(values[:, None])[:, low]
-    return scores
+    return split_weights(weights, seed=seed)[1]
 
 
 def _last_blocks(model: nn.Module, k: int, trainable: list[str]) -> list[str]:
