@@ -64,9 +64,11 @@ class NoisyLabelConfig(TrainingArguments):
             forwards differ by dropout only, the consistency term being R-Drop's; a model without dropout runs one
             forward for both; no processor or mask token needed), `"augmented"` (the paper: weak = crop + flip for
             images, the text as it is; strong = weak + RandAugment + cutout, or 15% of the tokens masked) or `"auto"`
-            (default: `"dropout"` for images, `"augmented"` for text). Chosen by measurement: on a pretrained ViT
-            (Task B2) the augmentations cost IDO 8 points at sym40 and 6 at asym40, on Task A token masking gains 0.4
-            (sym40) and 2.1 (asym40) (benchmarks/results/ablations/README.md, "IDO's views").
+            (default: `"dropout"` for images and for texts whose median length is under 48 tokens, `"augmented"` for
+            longer texts). Chosen by measurement: on a pretrained ViT (Task B2) the augmentations cost IDO 8 points at
+            sym40 and 6 at asym40; on Task A's 64-token news excerpts token masking gains 0.4 (sym40) and 2.1
+            (asym40), on Task R's 34-token tweets it costs 1.1 (benchmarks/results/ablations/README.md, "IDO's
+            views").
         ido_premise_safeguard: Check IDO's premise at the end of stage 1: when the samples the mixture would trust
             were still predicted wrongly in more than a third of the stage-1 epochs (the base model has not learnt
             them, e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss`

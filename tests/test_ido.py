@@ -7,7 +7,7 @@ from conftest import image_dataset, minilm_path, text_dataset, tiny_bert, tiny_v
 from transformers import AutoTokenizer, ViTImageProcessor
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, clean_dataset
-from hf_lnl.methods.ido import STAGE1_FOLDER, ido_loss, stage_epochs
+from hf_lnl.methods.ido import MIN_MASKED_TEXT_TOKENS, STAGE1_FOLDER, ido_loss, stage_epochs
 
 # The tiny models train from scratch: IDO's premise safeguard is off unless a test is about it.
 COMMON = dict(
@@ -325,10 +325,16 @@ def test_dropout_views_give_both_forwards_the_inputs_as_given(tmp_path, family):
     assert np.isfinite([entry["loss"] for entry in trainer.state.log_history if "loss" in entry]).all()
 
 
-@pytest.mark.parametrize("family", ["bert", "vit"])
-def test_auto_views_mask_text_and_leave_images_as_given(tmp_path, family):
-    processing_class, model, data = _text_setup() if family == "bert" else _image_setup()
-    key = "input_ids" if family == "bert" else "pixel_values"
+@pytest.mark.parametrize("case", ["long text", "short text", "padded text", "images"])
+def test_auto_views_mask_long_texts_and_leave_short_texts_and_images_as_given(tmp_path, case):
+    """`ido_views="auto"` masks tokens only where the median training text has `MIN_MASKED_TEXT_TOKENS` tokens."""
+    processing_class, model, data = _text_setup() if case != "images" else _image_setup()
+    if case != "images":
+        length = 12 if case == "short text" else 64
+        data = text_dataset(48, seq_len=length, vocab_size=processing_class.vocab_size)
+        if case == "padded text":  # 64 positions, 24 of them attended: as short as it reads
+            data = data.map(lambda row: {"attention_mask": [1] * 24 + [0] * 40})
+    key = "input_ids" if case != "images" else "pixel_values"
     stage2 = []
     model.register_forward_pre_hook(lambda m, args, kwargs: stage2.append(kwargs[key].clone()), with_kwargs=True)
     args = NoisyLabelConfig(
@@ -340,8 +346,8 @@ def test_auto_views_mask_text_and_leave_images_as_given(tmp_path, family):
     trainer.train()
     first = next(batch for batch in stage2 if len(batch) == 16)  # stage 2's first step: weak and strong views
     weak, strong = first[:8], first[8:]
-    if family == "bert":
-        assert trainer.method._views_mode == "augmented"
+    if case == "long text":
+        assert 64 >= MIN_MASKED_TEXT_TOKENS and trainer.method._views_mode == "augmented"
         assert (strong == processing_class.mask_token_id).any() and not torch.equal(weak, strong)
     else:
         assert trainer.method._views_mode == "dropout" and torch.equal(weak, strong)
