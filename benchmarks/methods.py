@@ -243,7 +243,7 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     report = trainer.noise_report()
     score = "noise_score"
     if spec.lnl_method == "clid_mu":
-        score += " (low-weight mixture posterior of meta_weight)"
+        score += " (low-weight mixture posterior of meta_weight x its contrast)"
     result = {
         "accuracy_per_epoch": _epoch_accuracies(trainer),
         "clid_per_epoch": [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry],

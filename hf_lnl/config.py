@@ -50,7 +50,10 @@ class NoisyLabelConfig(TrainingArguments):
             it fires. Needs `ido_stage1_constant_lr`.
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
-        ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"entropy"` (the paper: the
+        ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"auto"` (default:
+            `"base_belief"` when the base model still gives at least 10% of the flagged labels even odds or better,
+            as on real crowd noise, else `"entropy"`; decided as stage 2 starts, logged as `ido_believed_share`,
+            named in the model card when it keeps the belief), `"entropy"` (the paper: the
             confidence-weighted entropy of its own prediction), `"pseudo_label"` (label correction: cross-entropy of
             the strong view against the weak view's prediction when that is at least `ido_pseudo_label_threshold`
             confident, as FixMatch; the corrected label and its confidence go into the noise report),
@@ -152,7 +155,7 @@ class NoisyLabelConfig(TrainingArguments):
         default=False, metadata={"help": "Stage 2: look the mixture up after counting the batch's wrong events."}
     )
     ido_correction: str = field(
-        default="entropy", metadata={"help": "Stage 2's target for flagged samples.", "choices": CORRECTIONS}
+        default="auto", metadata={"help": "Stage 2's target for flagged samples.", "choices": CORRECTIONS}
     )
     ido_pseudo_label_threshold: float = field(
         default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}

@@ -28,7 +28,9 @@ from hf_lnl.noise import add_label_noise
 
 METHODS = ("none", "gce", "sce", "ido", "clid_mu")  # the built-in methods when the golden runs were recorded
 # Settings whose default changed after the recording, pinned to the values the golden runs were recorded with.
-RECORDED_SETTINGS = {"ido": {"ido_views": "augmented"}}  # hf_lnl 0.3 made "dropout" the default
+# hf_lnl 0.3 made "auto" the default of both (views: "dropout" for images and short texts; correction: "base_belief"
+# where the base model still believes the flagged labels).
+RECORDED_SETTINGS = {"ido": {"ido_views": "augmented", "ido_correction": "entropy"}}
 # Log entries added since the recording that report on training without changing it (left out of the comparison).
 ADDED_LOGS = ("meta_weight_contrast",)  # CLID-MU, hf_lnl 0.3
 FAMILIES = ("bert", "vit")

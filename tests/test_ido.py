@@ -7,7 +7,8 @@ from conftest import image_dataset, minilm_path, text_dataset, tiny_bert, tiny_v
 from transformers import AutoTokenizer, ViTImageProcessor
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, clean_dataset
-from hf_lnl.methods.ido import MIN_MASKED_TEXT_TOKENS, STAGE1_FOLDER, ido_loss, stage_epochs
+from hf_lnl.methods import ido as ido_module
+from hf_lnl.methods.ido import MIN_MASKED_TEXT_TOKENS, STAGE1_FOLDER, believed_share, ido_loss, stage_epochs
 
 # The tiny models train from scratch: IDO's premise safeguard is off unless a test is about it.
 COMMON = dict(
@@ -128,6 +129,39 @@ def test_base_belief_is_the_stage1_probability_of_the_given_label_and_survives_a
     )
     with pytest.raises(ValueError, match="did not record the given labels' belief.*base_belief"):
         third.train()
+
+
+def test_believed_share_counts_the_flagged_labels_the_base_model_still_believes():
+    p_noisy = np.array([0.9, 0.8, 0.6, 0.55, 0.2, 0.1])
+    belief = np.array([0.7, 0.5, 0.2, 0.1, 0.9, 0.05])
+    assert believed_share(p_noisy, belief) == pytest.approx(2 / 4)  # 0.7 and 0.5 (even odds) of the four flagged
+    assert believed_share(np.zeros(3), np.ones(3)) == 0.0  # nothing flagged
+
+
+@pytest.mark.parametrize("chosen", ["base_belief", "entropy"])
+def test_auto_correction_trains_exactly_like_the_correction_it_chooses(tmp_path, monkeypatch, chosen):
+    """`ido_correction="auto"` (the default) decides from `believed_share` as stage 2 starts, logs the share, names a
+    kept belief in the model card, and then trains bit for bit like the correction it chose."""
+    assert NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3).ido_correction == "auto"
+    monkeypatch.setattr(ido_module, "MIN_BELIEVED_SHARE", 0.0 if chosen == "base_belief" else 1.01)
+    data = text_dataset(40)
+    trained = {}
+    for correction in ("auto", chosen):
+        args = NoisyLabelConfig(
+            str(tmp_path / correction), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8,
+            learning_rate=1e-3, ido_mask_token_id=3, ido_correction=correction, **COMMON,
+        )  # fmt: skip
+        trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=data)
+        trainer.train()
+        trained[correction] = trainer
+    auto = trained["auto"]
+    assert auto.method.correction == chosen
+    shares = [entry["ido_believed_share"] for entry in auto.state.log_history if "ido_believed_share" in entry]
+    assert len(shares) == 1 and 0.0 <= shares[0] <= 1.0
+    notes = auto.method.card_notes()
+    assert any("ido_correction='base_belief'" in note for note in notes) == (chosen == "base_belief")
+    for (name, p), (_, q) in zip(auto.model.named_parameters(), trained[chosen].model.named_parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
 
 
 def test_the_premise_safeguard_is_on_by_default_with_cross_entropy(tmp_path):

@@ -1,0 +1,105 @@
+"""What IDO's base model believes about the labels its mixture flags: the measurement behind ido_correction="auto".
+
+Runs IDO's stage 1 on a harness task and cell (the harness's data, model, schedule and seed; stage 1 trains the same
+with any `ido_correction`), stops at stage 2's first step and prints, for the labels the stage-1 mixture flags
+(`p_noisy` > 1/2): their share, the base model's mean probability of the given label (`q_y`) on them and on the
+trusted ones, and `believed_share` (flagged labels with `q_y` >= 1/2), the statistic `"auto"` compares with
+`MIN_BELIEVED_SHARE`. With clean labels it splits the flagged by truly flipped or not; on Task R by disputed or not.
+
+Usage:
+    python benchmarks/stage1_belief.py --task R --cell real --seed 0
+    python benchmarks/stage1_belief.py --task A --cell asym40 --seed 0 --output /tmp/belief_A_asym40.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from typing import Any
+
+import numpy as np
+import torch
+from methods import training_kwargs
+from tasks import AGREEMENT_COLUMN, REPO, TASKS, load_task
+from transformers import TrainerCallback
+
+from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.methods.ido import MIN_BELIEVED_SHARE, believed_share
+
+
+class StopAtStage2(TrainerCallback):
+    """Keeps the method's per-sample state at stage 2's first step and stops training there."""
+
+    def __init__(self) -> None:
+        self.trainer: NoisyLabelTrainer | None = None
+        self.state: dict[str, Any] | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        method = self.trainer.method
+        if method.stage == 2 and self.state is None:
+            self.state = {"fallback": method.fallback}  # the premise safeguard fired: no mixture weighting to study
+            if not method.fallback:
+                self.state.update(p_noisy=method.noise_scores(), belief=method.base_label_belief.cpu().numpy())
+            control.should_training_stop = True
+
+
+def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+    task, data = TASKS[task_name], load_task(task_name, REPO / "benchmarks" / "results" / "cache")
+    cell, train = task.cell(cell_name), data.train
+    disputed = None
+    if AGREEMENT_COLUMN in train.column_names:  # analysis only, never shown to the method
+        disputed = np.asarray(train[AGREEMENT_COLUMN][:]) < 1.0
+        train = train.remove_columns(AGREEMENT_COLUMN)
+    if cell.has_clean_labels:
+        features = data.instance_features() if cell.kind == "instance" and data.instance_features else None
+        train = cell.apply(train, seed, features)
+    stop = StopAtStage2()
+    with tempfile.TemporaryDirectory() as workdir:
+        settings = {"lnl_method": "ido", "ido_stage1_epochs": task.ido_stage1_epochs, "ido_correction": "base_belief"}
+        stop.trainer = NoisyLabelTrainer(
+            model=data.make_model(seed),
+            args=NoisyLabelConfig(**training_kwargs(task, seed, workdir, evaluate=False), **settings),
+            train_dataset=train,
+            processing_class=data.processing_class,
+            callbacks=[stop],
+        )
+        stop.trainer.train()
+    if stop.state is None or stop.state["fallback"]:
+        return {"task": task_name, "cell": cell_name, "seed": seed, "premise_safeguard_fired": True}
+    p_noisy, belief = stop.state["p_noisy"], stop.state["belief"]
+    flagged = p_noisy > 0.5
+    result = {
+        "task": task_name, "cell": cell_name, "seed": seed, "flagged": float(flagged.mean()),
+        "belief_flagged": float(belief[flagged].mean()), "belief_trusted": float(belief[~flagged].mean()),
+        "believed_share": believed_share(p_noisy, belief),
+    }  # fmt: skip
+    result["auto_picks"] = "base_belief" if result["believed_share"] >= MIN_BELIEVED_SHARE else "entropy"
+    if "clean_label" in train.column_names:
+        flipped = np.asarray(train["label"][:]) != np.asarray(train["clean_label"][:])
+        result["belief_flagged_flipped"] = float(belief[flagged & flipped].mean())
+        result["belief_flagged_clean"] = float(belief[flagged & ~flipped].mean())
+    if disputed is not None:
+        result["belief_flagged_disputed"] = float(belief[flagged & disputed].mean())
+        result["belief_flagged_agreed"] = float(belief[flagged & ~disputed].mean())
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", required=True, choices=sorted(TASKS))
+    parser.add_argument("--cell", required=True)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", help="also write the result as JSON here")
+    options = parser.parse_args()
+    torch.set_num_threads(options.threads)
+    result = measure(options.task, options.cell, options.seed)
+    print(json.dumps(result, indent=1))
+    if options.output:
+        with open(options.output, "w") as handle:
+            json.dump(result, handle, indent=1)
+
+
+if __name__ == "__main__":
+    main()
