@@ -20,7 +20,9 @@ prediction on the strong view (FixMatch's rule) instead of only sharpening its o
 `ido_correction="base_belief"` a sample keeps `p_keep_i = p_clean_i + (1 - p_clean_i) q_y,i` of its cross-entropy
 (`q_y,i`: the base model's probability of the given label, recorded in stage 1) and the entropy term takes the rest:
 an ambiguous label the base model half believes stays half taught, a confident disagreement is dropped. With
-`"discard"` a flagged sample gets no target at all.
+`"discard"` a flagged sample gets no target at all. The default, `"auto"`, is `"base_belief"` when the base model
+still gives at least `MIN_BELIEVED_SHARE` of the flagged labels even odds (`believed_share`: disputed labels, as in
+real crowd noise) and the paper's entropy term otherwise (flips the base model rejects).
 
 The premise safeguard (`ido_premise_safeguard`, on by default): when the samples the stage-1 mixture calls clean were
 still predicted wrongly in over a third of the stage-1 epochs (the base model has not learnt what IDO would trust,
