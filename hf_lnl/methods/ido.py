@@ -82,8 +82,8 @@ STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<inpu
 MIN_MASKED_TEXT_TOKENS = 48
 # ido_correction="auto": stage 2 keeps the base model's belief in the flagged labels ("base_belief") when at least
 # this share of them (p_noisy > 1/2) still has at least even odds under the base model: the flags are then disputed
-# labels, mostly right, rather than flips. Measured at the end of stage 1 (seed 0): real crowd noise (Task R) 33%;
-# 40% synthetic flips 0% (Task A asym40) and 2% (Task A sym40).
+# labels, mostly right, rather than flips. Measured at the end of stage 1 (seeds 0-2): real crowd noise (Task R)
+# 32-33%; 40% synthetic flips 0.4-3.0% (Task A sym40, asym40) and 0.3-6.4% (Task B2 sym40, asym40).
 MIN_BELIEVED_SHARE = 0.10
 BELIEVED = 0.5  # a flagged label the base model gives at least this probability counts as believed
 TEXT_LENGTH_SAMPLE = 1000  # rows read (a seeded draw, the same on every process) to measure the median text length
