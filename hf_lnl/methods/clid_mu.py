@@ -447,12 +447,12 @@ class CLIDMU(LNLMethod):
     # ------------------------------------------------------------------------------------------------ epochs
     def on_epoch_end(self) -> dict[str, float]:
         """Mean meta weight of the clean and of the mislabelled samples (when clean labels are known)."""
-        if self._corrects:  # the next epoch's correction strength per sample
-            scores = torch.as_tensor(self.noise_scores(), dtype=torch.float32)
-            self.noisy_probability = scores.to(self.noisy_probability.device)
         weights = self.meta_weight[:-1].float()
-        contrast = weight_contrast(weights.cpu().numpy())
+        posterior, contrast = split_weights(weights.cpu().numpy())  # one mixture fit for both uses below
         self.contrast = None if math.isnan(contrast) else contrast
+        if self._corrects:  # the next epoch's correction strength per sample: its noise score
+            scores = torch.as_tensor(_noise_scores(posterior, contrast), dtype=torch.float32)
+            self.noisy_probability = scores.to(self.noisy_probability.device)
         logs = {} if self.contrast is None else {"meta_weight_contrast": self.contrast}
         if self._noisy is None:
             return logs
@@ -534,8 +534,7 @@ class CLIDMU(LNLMethod):
     # ------------------------------------------------------------------------------------------------ report
     def noise_scores(self) -> np.ndarray:
         """The low-weight posterior of each sample's meta weight times the weights' contrast (`split_weights`)."""
-        posterior, contrast = split_weights(self.meta_weight[:-1].float().cpu().numpy())
-        return posterior * (0.0 if math.isnan(contrast) else contrast)
+        return _noise_scores(*split_weights(self.meta_weight[:-1].float().cpu().numpy()))
 
     def report_values(self) -> dict[str, np.ndarray]:
         columns = {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
@@ -594,6 +593,11 @@ def weight_contrast(weights: np.ndarray, seed: int = 0) -> float:
         True
     """
     return split_weights(weights, seed=seed)[1]
+
+
+def _noise_scores(posterior: np.ndarray, contrast: float) -> np.ndarray:
+    """`noise_score` from `split_weights`' output: the low-weight posterior times the contrast (0 when undefined)."""
+    return posterior * (0.0 if math.isnan(contrast) else contrast)
 
 
 def _last_blocks(model: nn.Module, k: int, trainable: list[str]) -> list[str]:

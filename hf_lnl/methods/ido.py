@@ -327,13 +327,13 @@ class IDO(LNLMethod):
     def _keeps_belief(self) -> bool:
         return self.correction == "base_belief"
 
-    def _resolve_correction(self) -> dict[str, float]:
+    def _resolve_correction(self, p_noisy: np.ndarray) -> dict[str, float]:
         """`ido_correction="auto"`, as stage 2 starts: `"base_belief"` when at least `MIN_BELIEVED_SHARE` of the
         labels the mixture flags (`p_noisy` > 1/2) still had at least even odds under the base model (disputed,
         mostly right labels: real crowd noise), else the paper's `"entropy"` (flips the base model rejects)."""
         if self.correction != "auto":
             return {}
-        share = believed_share(self.noise_scores(), self.base_label_belief.cpu().numpy())
+        share = believed_share(p_noisy, self.base_label_belief.cpu().numpy())
         self.correction = "base_belief" if share >= MIN_BELIEVED_SHARE else "entropy"
         if self._keeps_belief:
             note = (
@@ -528,8 +528,9 @@ class IDO(LNLMethod):
         self.stage = 2
         context.restart_optimization()
         logger.info(f"IDO stage 2 starts from the base model of epoch {self.base_epoch}.")
-        resolved = self._resolve_correction()
-        flagged = estimated_noise_rate(self.noise_scores(), self.args.noise_score_threshold)
+        scores = self.noise_scores()
+        resolved = self._resolve_correction(scores)
+        flagged = estimated_noise_rate(scores, self.args.noise_score_threshold)
         if flagged > WEAK_BASE_NOISE_RATE:
             logger.warning(
                 f"IDO's mixture marks {flagged:.0%} of the training labels as noisy after stage 1: the base model is "
@@ -701,7 +702,7 @@ class IDO(LNLMethod):
                 )
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
-        self._resolve_correction()
+        self._resolve_correction(self.noise_scores())
 
 
 def _fallback_loss(logits: torch.Tensor, labels: torch.Tensor, args: Any) -> torch.Tensor:
