@@ -154,6 +154,7 @@ TASKS: dict[str, TaskSpec] = {
         name="A",
         title="BBC News + MiniLM-L6",
         cells=(
+            NoiseCell("symmetric", 0.0),  # clean labels: the methods must not cost accuracy where there is no noise
             NoiseCell("symmetric", 0.2),
             NoiseCell("symmetric", 0.4),
             NoiseCell("symmetric", 0.6),

@@ -60,7 +60,10 @@ class NoisyLabelConfig(TrainingArguments):
             `"base_belief"` (the entropy term, but a flagged sample keeps the share of its given label that the base
             model believed: its cross-entropy weighs `p_clean + (1 - p_clean) q_y`, where `q_y` is the stage-1
             model's probability of the given label at the base epoch; ambiguous labels stay partly taught, confident
-            disagreements are dropped) or `"discard"` (no target: a flagged sample only loses weight).
+            disagreements are dropped), `"base_prediction"` (soft-label correction: a flagged sample learns, on both
+            views and in proportion to `p_noisy`, the distribution the base model predicted for it at the base epoch,
+            instead of the entropy term; its most probable class is the report's corrected label) or `"discard"` (no
+            target: a flagged sample only loses weight).
         ido_pseudo_label_threshold: Smallest weak-view confidence that makes a pseudo-label (`0` corrects every
             flagged sample, as dynamic hard bootstrapping).
         ido_views: `"dropout"` (both views are the inputs as given, so stage 1 trains on them and the two stage-2
@@ -101,6 +104,11 @@ class NoisyLabelConfig(TrainingArguments):
             prediction the model made at its previous visit when that was at least `clid_pseudo_label_threshold`
             confident; the corrected label and its confidence go into the noise report).
         clid_pseudo_label_threshold: Smallest confidence of the previous visit's prediction that makes a pseudo-label.
+        clid_disputed_safeguard: At the first epoch end whose weighting flags at least 1% of the samples, measure the
+            share of the flagged labels the model still gives even odds or better (`clid_believed_share`, logged); at
+            10% or more they look like disputed labels (real crowd noise) rather than flips, and the rest of the run
+            trains on every label with plain cross-entropy (the meta network stops). Logged and named in the model
+            card when it fires.
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
             `metric_for_best_model="clid"`.
 
@@ -195,6 +203,9 @@ class NoisyLabelConfig(TrainingArguments):
     )
     clid_pseudo_label_threshold: float = field(
         default=0.95, metadata={"help": "Smallest confidence for a CLID-MU pseudo-label."}
+    )
+    clid_disputed_safeguard: bool = field(
+        default=False, metadata={"help": "Stop weighting when the down-weighted labels look disputed, not flipped."}
     )
     clid_eval: bool = field(default=False, metadata={"help": "Compute eval_clid during evaluation."})
 

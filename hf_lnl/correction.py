@@ -24,6 +24,7 @@ from .data import IGNORE_INDEX
 from .distributed import gather_rows
 
 NOT_SEEN = -1  # the remembered prediction of a sample not visited yet
+BELIEVED = 0.5  # a flagged label the model gives at least this probability counts as believed (`believed_share`)
 
 
 class PredictionMemory:
@@ -66,6 +67,75 @@ class PredictionMemory:
     def load_state_dict(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
         self.prediction = tensors[f"{prefix}prediction"].to(self.prediction.device, torch.long)
         self.confidence = tensors[f"{prefix}confidence"].to(self.confidence.device, torch.float32)
+
+
+class SoftTargetMemory:
+    """Per-sample predicted distribution (its `top_k` most probable classes), for soft-label correction: IDO's
+    `ido_correction="base_prediction"` teaches a flagged sample what the base model predicted for it.
+
+    Only the top classes are kept (`top_k` indices and probabilities: 12 `top_k` bytes per sample, not 4 per class)
+    and `targets` renormalises them, so a label space of any size costs the same.
+
+    Example:
+        >>> memory = SoftTargetMemory(num_samples=2, num_classes=3, device="cpu", top_k=2)
+        >>> memory.update(torch.tensor([1]), torch.tensor([[0.0, 2.0, 1.0]]))
+        >>> memory.targets(torch.tensor([1])).round(decimals=3)
+        tensor([[0.0000, 0.7310, 0.2690]])
+    """
+
+    def __init__(self, num_samples: int, num_classes: int, device: torch.device | str, top_k: int = 5):
+        self.num_classes = num_classes
+        self.top_k = min(top_k, num_classes)
+        self.index = torch.zeros(num_samples, self.top_k, dtype=torch.long, device=device)
+        self.probability = torch.zeros(num_samples, self.top_k, dtype=torch.float32, device=device)
+
+    def update(self, sample_index: torch.Tensor, logits: torch.Tensor) -> None:
+        """Remember this batch's predicted distributions (gathered from every process)."""
+        probability, index = F.softmax(logits.detach().float(), dim=-1).topk(self.top_k, dim=-1)
+        rows, *columns = gather_rows(sample_index, *index.T, *probability.T)
+        rows = rows.to(self.index.device)
+        self.index[rows] = torch.stack(columns[: self.top_k], dim=1).to(self.index.device, torch.long)
+        self.probability[rows] = torch.stack(columns[self.top_k :], dim=1).to(self.index.device, torch.float32)
+
+    def targets(self, sample_index: torch.Tensor) -> torch.Tensor:
+        """(B, num_classes) soft targets of a batch's samples, renormalised over the kept classes, on its device
+        (all zeros for a sample never seen)."""
+        rows = sample_index.to(self.index.device)
+        probability = self.probability[rows]
+        probability = probability / probability.sum(dim=1, keepdim=True).clamp_min(1e-12)
+        targets = probability.new_zeros(len(rows), self.num_classes).scatter_(1, self.index[rows], probability)
+        return targets.to(sample_index.device)
+
+    def predictions(self) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted class, its probability) per sample."""
+        return self.index[:, 0].cpu().numpy(), self.probability[:, 0].cpu().numpy()
+
+    def copy(self) -> SoftTargetMemory:
+        other = SoftTargetMemory.__new__(SoftTargetMemory)
+        other.num_classes, other.top_k = self.num_classes, self.top_k
+        other.index, other.probability = self.index.clone(), self.probability.clone()
+        return other
+
+    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {f"{prefix}index": self.index, f"{prefix}probability": self.probability}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor], prefix: str) -> None:
+        self.index = tensors[f"{prefix}index"].to(self.index.device, torch.long)
+        self.probability = tensors[f"{prefix}probability"].to(self.index.device, torch.float32)
+
+
+def believed_share(p_noisy: np.ndarray, belief: np.ndarray) -> float:
+    """Share of the flagged samples (`p_noisy` > 1/2) whose given label the model gave at least even odds
+    (`belief` >= `BELIEVED`); 0 when nothing is flagged.
+
+    Example:
+        >>> believed_share(np.array([0.9, 0.8, 0.7, 0.1]), np.array([0.6, 0.1, 0.2, 0.9]))  # 1 of 3 flagged
+        0.3333333333333333
+    """
+    flagged = np.asarray(p_noisy) > 0.5
+    if not flagged.any():
+        return 0.0
+    return float(np.mean(np.asarray(belief)[flagged] >= BELIEVED))
 
 
 def check_confidence_threshold(name: str, value: float) -> None:

@@ -382,3 +382,51 @@ def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_
     assert "CLID-MU's weighting had not switched on" in card and f"{contrasts[-1]:.2f}" in card
     trainer.method.contrast = 0.9  # a weighting that did switch on: no note
     assert trainer.method.card_notes() == []
+
+
+# ------------------------------------------------------------------------------------ disputed-label safeguard
+def test_disputed_safeguard_fires_only_when_the_down_weighted_labels_are_still_believed(tmp_path):
+    rng = np.random.default_rng(0)
+    split = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
+    for low_group_belief, fires in (([0.9, 0.7, 0.5, 0.2, 0.1, 0.1], True), ([0.3, 0.2, 0.1, 0.1, 0.05, 0.0], False)):
+        model, data = _family("bert", n=16)
+        trainer = NoisyLabelTrainer(
+            model=model, args=_config(tmp_path, clid_disputed_safeguard=True), train_dataset=data
+        )
+        method = trainer.method
+        method.setup()
+        method.meta_weight[:-1] = torch.from_numpy(split)
+        method.label_belief[:] = torch.tensor([0.9] * 10 + low_group_belief)  # the high group is believed anyway
+        logs = method.on_epoch_end()
+        assert logs["clid_believed_share"] == pytest.approx(3 / 6 if fires else 0.0)  # of the 6 flagged labels
+        assert method.weighting_off == fires and bool(method.card_notes()) == fires
+        if fires:
+            assert "disputed labels rather than flips" in method.card_notes()[0]
+        method.label_belief[:] = 1.0  # decided once: a later epoch end measures nothing again
+        assert "clid_believed_share" not in method.on_epoch_end() and method.weighting_off == fires
+
+
+def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp_path, monkeypatch):
+    from hf_lnl.methods import clid_mu as clid_module
+
+    monkeypatch.setattr(clid_module, "MIN_BELIEVED_SHARE", 0.0)  # fire at the first epoch end with any flag
+    monkeypatch.setattr(clid_module, "MIN_FLAGGED_SHARE", 0.0)
+    data = _with_noise(text_dataset(24), 3)
+    model = _spread(tiny_bert(dropout=0.0), 10.0)
+    args = _config(tmp_path, num_train_epochs=2, learning_rate=1e-3, clid_disputed_safeguard=True,
+                   noise_score_threshold=0.0)  # fmt: skip
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+    trainer.train()
+    assert trainer.method.weighting_off and trainer.method.believed_share is not None
+    logs = trainer.state.log_history
+    epoch_of_meta_steps = [entry["epoch"] for entry in logs if "clid_meta_loss" in entry]
+    assert epoch_of_meta_steps and max(epoch_of_meta_steps) <= 1.0  # the meta network stopped after epoch 1
+    batch = _training_batch(trainer, data)
+    labels = batch["labels"].clone()
+    sample_index = batch.pop(trainer.args.sample_index_column)
+    trainer.model.eval()
+    output = trainer.method.compute_loss(trainer.model, dict(batch), sample_index, None)
+    expected = F.cross_entropy(trainer.model(**{k: v for k, v in batch.items() if k != "labels"}).logits, labels)
+    torch.testing.assert_close(output.loss, expected)  # every label at full weight: plain cross-entropy
+    trainer.create_model_card()
+    assert "CLID-MU safeguard fired" in (tmp_path / "out" / "README.md").read_text()

@@ -8,8 +8,26 @@ import torch.nn.functional as F
 from conftest import TINY_METHOD_SETTINGS, text_dataset, tiny_bert
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
-from hf_lnl.correction import NOT_SEEN, PredictionMemory, pseudo_label_loss
+from hf_lnl.correction import NOT_SEEN, PredictionMemory, SoftTargetMemory, pseudo_label_loss
 from hf_lnl.methods.clid_mu import split_weights
+
+
+def test_soft_target_memory_keeps_each_samples_top_classes_renormalised():
+    memory = SoftTargetMemory(num_samples=3, num_classes=4, device="cpu", top_k=2)
+    assert memory.targets(torch.tensor([0])).sum() == 0  # never seen: no target
+    memory.update(torch.tensor([1, 0]), torch.tensor([[0.0, 2.0, 1.0, -5.0], [3.0, 0.0, 0.0, 0.0]]))
+    memory.update(torch.tensor([0]), torch.tensor([[0.0, 0.0, 0.0, 4.0]]))  # a later visit replaces the earlier one
+    targets = memory.targets(torch.tensor([1, 0]))
+    torch.testing.assert_close(targets.sum(-1), torch.ones(2))
+    p = torch.softmax(torch.tensor([2.0, 1.0]), -1)  # the two most probable classes, renormalised
+    torch.testing.assert_close(targets[0], torch.tensor([0.0, p[0], p[1], 0.0]))
+    assert targets[1].argmax() == 3
+    predicted, confidence = memory.predictions()
+    assert predicted[:2].tolist() == [3, 1] and confidence[1] == pytest.approx(torch.softmax(
+        torch.tensor([0.0, 2.0, 1.0, -5.0]), -1)[1].item())
+    restored = SoftTargetMemory(num_samples=3, num_classes=4, device="cpu", top_k=2)
+    restored.load_state_dict(memory.state_dict("x_"), "x_")
+    torch.testing.assert_close(restored.targets(torch.arange(3)), memory.targets(torch.arange(3)))
 
 
 def test_memory_keeps_each_samples_latest_prediction_and_confidence():

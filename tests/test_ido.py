@@ -84,6 +84,23 @@ def test_base_belief_keeps_a_flagged_label_in_proportion_to_the_base_models_beli
     assert torch.isclose(clean["ce"], ce) and clean["entropy"] == 0  # a clean sample keeps its label whatever
 
 
+def test_base_prediction_teaches_a_flagged_sample_the_base_models_distribution_on_both_views():
+    z_w = torch.tensor([[1.0, 0.5, 0.0]], requires_grad=True)
+    z_s = torch.tensor([[0.5, 1.0, 0.0]], requires_grad=True)
+    base = torch.tensor([[0.7, 0.1, 0.2]])
+    per_sample, parts = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.25, 0.75, 1.0, 1.0), soft_targets=base)
+    assert "entropy" not in parts
+    soft = sum(-(base * torch.log_softmax(z, -1)).sum() for z in (z_w, z_s))
+    assert torch.isclose(parts["base_prediction"], 0.75 * soft)  # 1 - p_clean of the soft cross-entropy
+    ce = sum(torch.nn.functional.cross_entropy(z, torch.tensor([2])) for z in (z_w, z_s))
+    assert torch.isclose(parts["ce"], 0.25 * ce)  # the given label keeps p_clean
+    _, flagged = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.0, 1.0, 1.0, 1.0), soft_targets=base)
+    flagged["loss"].backward()
+    assert z_w.grad[0, 0] < 0 and z_s.grad[0, 0] < 0  # both views move towards the base model's class 0
+    _, clean = ido_loss(z_w, z_s, torch.tensor([2]), _stats(1.0, 0.0, 0.5, 0.5), soft_targets=base)
+    assert clean["base_prediction"] == 0
+
+
 def test_discard_gives_a_flagged_sample_no_target():
     z_w, z_s = torch.tensor([[1.0, 0.5, 0.0]]), torch.tensor([[0.5, 1.0, 0.0]])
     per_sample, parts = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.0, 1.0, 1.0, 1.0), teach_flagged=False)
@@ -92,43 +109,58 @@ def test_discard_gives_a_flagged_sample_no_target():
     assert torch.isclose(half["loss"], half["ce"] + half["consistency"])
 
 
-def test_base_belief_is_the_stage1_probability_of_the_given_label_and_survives_a_saved_stage1(tmp_path):
+def _ido_run(folder, data, settings: dict, epochs: int, stage1_from=None, seed: int = 0) -> NoisyLabelTrainer:
+    """A tiny IDO run; with `stage1_from`, stage 2 only, reusing that run's saved stage 1."""
+    reuse = {} if stage1_from is None else {"ido_stage1_dir": str(stage1_from / STAGE1_FOLDER)}
+    args = NoisyLabelConfig(str(folder), num_train_epochs=epochs, **settings, **reuse)
+    return NoisyLabelTrainer(model=tiny_bert(seed=seed), args=args, train_dataset=data)
+
+
+def _stage1_record_survives_reuse_and_is_required(tmp_path, correction: str, record, missing: str):
+    """`record(trainer)` of a finished run equals that of a stage-2-only run reusing its stage 1, and reusing a stage 1
+    trained without the correction is refused with `missing` in the message. Returns the first run."""
     data = text_dataset(40)
     settings = dict(
         lnl_method="ido", per_device_train_batch_size=8, learning_rate=1e-3, ido_mask_token_id=3,
-        ido_correction="base_belief", **COMMON,
+        ido_correction=correction, noise_score_threshold=0.0, **COMMON,
     )  # fmt: skip
-    first = NoisyLabelTrainer(
-        model=tiny_bert(), args=NoisyLabelConfig(str(tmp_path / "a"), num_train_epochs=3, **settings),
-        train_dataset=data,
-    )
+    first = _ido_run(tmp_path / "a", data, settings, epochs=3)
     first.train()
-    belief = first.method.base_label_belief
-    assert belief is not None and first.method.stage == 2
-    assert ((belief > 0) & (belief < 1)).all() and belief.std() > 0  # a softmax probability of every sample
-    second = NoisyLabelTrainer(
-        model=tiny_bert(seed=5),
-        args=NoisyLabelConfig(
-            str(tmp_path / "b"), num_train_epochs=1, ido_stage1_dir=str(tmp_path / "a" / STAGE1_FOLDER), **settings
-        ),
-        train_dataset=data,
-    )
+    assert first.method.stage == 2
+    second = _ido_run(tmp_path / "b", data, settings, epochs=1, stage1_from=tmp_path / "a", seed=5)
     second.train()
-    torch.testing.assert_close(second.method.base_label_belief, belief)
-    without = {**settings, "ido_correction": "entropy"}
-    NoisyLabelTrainer(
-        model=tiny_bert(), args=NoisyLabelConfig(str(tmp_path / "c"), num_train_epochs=3, **without),
-        train_dataset=data,
-    ).train()
-    third = NoisyLabelTrainer(
-        model=tiny_bert(),
-        args=NoisyLabelConfig(
-            str(tmp_path / "d"), num_train_epochs=1, ido_stage1_dir=str(tmp_path / "c" / STAGE1_FOLDER), **settings
-        ),
-        train_dataset=data,
+    torch.testing.assert_close(record(second), record(first))
+    _ido_run(tmp_path / "c", data, {**settings, "ido_correction": "entropy"}, epochs=3).train()
+    with pytest.raises(ValueError, match=missing):
+        _ido_run(tmp_path / "d", data, settings, epochs=1, stage1_from=tmp_path / "c").train()
+    return first
+
+
+def test_base_belief_is_the_stage1_probability_of_the_given_label_and_survives_a_saved_stage1(tmp_path):
+    first = _stage1_record_survives_reuse_and_is_required(
+        tmp_path, "base_belief", lambda t: t.method.base_label_belief, "did not record the given labels' belief"
     )
-    with pytest.raises(ValueError, match="did not record the given labels' belief.*base_belief"):
-        third.train()
+    belief = first.method.base_label_belief
+    assert ((belief > 0) & (belief < 1)).all() and belief.std() > 0  # a softmax probability of every sample
+
+
+def test_base_prediction_corrects_flagged_labels_to_the_base_prediction_and_survives_a_saved_stage1(tmp_path):
+    def targets(trainer):
+        return trainer.method.base_predictions.targets(torch.arange(40))
+
+    first = _stage1_record_survives_reuse_and_is_required(
+        tmp_path, "base_prediction", targets, "did not record the base model's predictions.*base_prediction"
+    )
+    predicted, confidence = first.method.base_predictions.predictions()
+    soft = targets(first)
+    torch.testing.assert_close(soft.sum(-1), torch.ones(40))  # a distribution for every sample
+    assert soft.max(-1).indices.tolist() == predicted.tolist()
+    np.testing.assert_allclose(soft.max(-1).values.numpy(), confidence, rtol=1e-5)  # 4 classes: all kept
+    report = first.noise_report()
+    flagged = np.asarray(report["noise_score"]) > 0.0
+    expected = np.where(flagged, predicted, np.asarray(report["label"]))
+    assert report["corrected_label"] == expected.tolist()  # flagged samples carry the base model's class
+    np.testing.assert_allclose(report["correction_confidence"], confidence)
 
 
 def test_believed_share_counts_the_flagged_labels_the_base_model_still_believes():

@@ -23,6 +23,7 @@ meant for pretrained backbones.
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 from typing import Any
 
@@ -33,7 +34,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..clid import clid
-from ..correction import PredictionMemory, check_confidence_threshold, pseudo_label_loss
+from ..correction import PredictionMemory, believed_share, check_confidence_threshold, pseudo_label_loss
 from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
@@ -50,6 +51,8 @@ CLID_MU_CITATION = Citation(
     year=2025,
     eprint="2507.11807",
 )
+logger = logging.getLogger(__name__)
+
 CLID_SCOPES = ("head", "last_k", "all")
 META_OPTIMIZERS = ("adam", "sgd")
 CLID_CORRECTIONS = ("none", "pseudo_label")  # clid_correction
@@ -58,6 +61,11 @@ WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vani
 # weight_contrast below which the weighting has not switched on: a sample of the meta weights' low group still weighs
 # more than half as much as one of the high group, so the loss is close to (class-balanced) cross-entropy.
 MIN_WEIGHT_CONTRAST = 0.5
+# clid_disputed_safeguard: at the first epoch end where the weighting flags at least MIN_FLAGGED_SHARE of the samples,
+# if the model still gives at least MIN_BELIEVED_SHARE of the flagged labels even odds, the flags are disputed labels
+# (real crowd noise) rather than flips, and the rest of the run trains on every label.
+MIN_FLAGGED_SHARE = 0.01
+MIN_BELIEVED_SHARE = 0.10
 
 
 class MetaWeightNet(nn.Module):
@@ -139,12 +147,13 @@ class CLIDMU(LNLMethod):
     report_columns = ("meta_weight", "corrected_label", "correction_confidence")
     state_tensors = (
         "meta_weight", "meta_set_indices", "meta_net.*", "meta_optimizer.*", "previous_*", "noisy_probability",
+        "label_belief",
     )  # fmt: skip
     config_fields = (
         "clid_scope", "clid_last_k", "clid_lookahead_lr", "clid_meta_lr", "clid_meta_optimizer",
         "clid_meta_weight_decay", "clid_meta_hidden_size", "clid_meta_set_size", "clid_meta_batch_size",
         "clid_update_every", "clid_temperature", "clid_head_module", "clid_class_balanced", "clid_warmup_epochs",
-        "clid_correction", "clid_pseudo_label_threshold",
+        "clid_correction", "clid_pseudo_label_threshold", "clid_disputed_safeguard",
     )  # fmt: skip
 
     @classmethod
@@ -184,8 +193,12 @@ class CLIDMU(LNLMethod):
         self._last_meta_step = -1
         self._num_classes = 0
         self.contrast: float | None = None  # weight_contrast() of the meta weights at the last epoch end
+        self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
         self.previous_predictions: PredictionMemory | None = None  # label correction: the previous visit's prediction
         self.noisy_probability: torch.Tensor | None = None  # label correction: noise_score at the last epoch end
+        self.label_belief: torch.Tensor | None = None  # disputed-label safeguard: p(given label) at the last visit
+        self.believed_share: float | None = None  # ... measured once, at the first epoch end with enough flags
+        self.weighting_off = False  # ... and the safeguard fired: every label is trained on from then on
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -215,6 +228,8 @@ class CLIDMU(LNLMethod):
         if self._corrects:
             self.previous_predictions = PredictionMemory(len(labels), args.device)
             self.noisy_probability = torch.zeros(len(labels), dtype=torch.float32, device=args.device)
+        if args.clid_disputed_safeguard:
+            self.label_belief = torch.zeros(len(labels), dtype=torch.float32, device=args.device)
 
     def _check_supported(self) -> None:
         if self.args.fp16 or any(p.dtype == torch.float16 for p in self.context.model.parameters()):
@@ -267,13 +282,17 @@ class CLIDMU(LNLMethod):
         keep = labels != IGNORE_INDEX
         metrics: dict[str, torch.Tensor | float] = {}
         step = self.context.global_step
-        if step % self.args.clid_update_every == 0 and step != self._last_meta_step:  # once per optimiser step
+        updates = step % self.args.clid_update_every == 0 and step != self._last_meta_step  # once per optimiser step
+        if updates and not self.weighting_off:
             self._last_meta_step = step
             metrics["clid_meta_loss"] = self._meta_update(model, inputs, labels, features)
         with torch.no_grad():
             raw_weights = self._meta_weights(losses)
         warming_up = (self.context.epoch or 0.0) < self.args.clid_warmup_epochs
-        weights = keep.to(raw_weights.dtype) if warming_up else raw_weights * keep
+        unweighted = warming_up or self.weighting_off
+        weights = keep.to(raw_weights.dtype) if unweighted else raw_weights * keep
+        if self.label_belief is not None and self.believed_share is None and sample_index is not None:
+            self._record_belief(sample_index, outputs["logits"], labels)
         loss = (self._normalise(weights, labels) * losses).sum()
         if self._corrects and sample_index is not None:
             loss = loss + self._correction(outputs["logits"], sample_index, keep, metrics)
@@ -444,16 +463,46 @@ class CLIDMU(LNLMethod):
         std = ((weights - mean).square() * kept).sum().div(count).sqrt()
         return {"meta_weight_mean": mean, "meta_weight_std": std}
 
+    def _record_belief(self, sample_index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """Remember each sample's probability of its given label at this visit (0 for an ignored label)."""
+        keep = labels != IGNORE_INDEX
+        probabilities = F.softmax(logits.detach().float(), dim=-1)
+        belief = probabilities.gather(1, labels.clamp_min(0)[:, None]).squeeze(1) * keep
+        index, belief = gather_rows(sample_index, belief)
+        self.label_belief[index.to(self.label_belief.device)] = belief.to(self.label_belief.device, torch.float32)
+
+    def _check_disputed(self, scores: np.ndarray) -> dict[str, float]:
+        """The disputed-label safeguard, at the first epoch end whose weighting flags enough samples."""
+        flagged = scores > self.args.noise_score_threshold
+        seen = ~np.isnan(self.meta_weight[:-1].float().cpu().numpy())
+        if self.believed_share is not None or flagged.sum() < MIN_FLAGGED_SHARE * max(int(seen.sum()), 1):
+            return {}
+        share = believed_share(flagged.astype(np.float64), self.label_belief.cpu().numpy())
+        self.believed_share = share
+        if share >= MIN_BELIEVED_SHARE:
+            self.weighting_off = True
+            note = (
+                f"the weighting was switched off after epoch {round(self.context.epoch or 0)}: the model still gave "
+                f"{share:.0%} of the labels it down-weighted at least even odds (at least {MIN_BELIEVED_SHARE:.0%}), "
+                "so they look like disputed labels rather than flips, and the rest of the run trained on every label "
+                "(clid_disputed_safeguard)"
+            )
+            self.safeguards.append(note)
+            logger.warning(f"CLID-MU safeguard: {note}.")
+        return {"clid_believed_share": share}
+
     # ------------------------------------------------------------------------------------------------ epochs
     def on_epoch_end(self) -> dict[str, float]:
         """Mean meta weight of the clean and of the mislabelled samples (when clean labels are known)."""
         weights = self.meta_weight[:-1].float()
         posterior, contrast = split_weights(weights.cpu().numpy())  # one mixture fit for both uses below
         self.contrast = None if math.isnan(contrast) else contrast
+        scores = _noise_scores(posterior, contrast)
         if self._corrects:  # the next epoch's correction strength per sample: its noise score
-            scores = torch.as_tensor(_noise_scores(posterior, contrast), dtype=torch.float32)
-            self.noisy_probability = scores.to(self.noisy_probability.device)
+            self.noisy_probability = torch.as_tensor(scores, dtype=torch.float32).to(self.noisy_probability.device)
         logs = {} if self.contrast is None else {"meta_weight_contrast": self.contrast}
+        if self.label_belief is not None:
+            logs.update(self._check_disputed(scores))
         if self._noisy is None:
             return logs
         seen = ~torch.isnan(weights)
@@ -472,6 +521,8 @@ class CLIDMU(LNLMethod):
         if self._corrects:
             tensors.update(self.previous_predictions.state_dict(PREVIOUS_PREFIX))
             tensors["noisy_probability"] = self.noisy_probability
+        if self.label_belief is not None:
+            tensors["label_belief"] = self.label_belief
         for param_id, state in self.meta_optimizer.state_dict()["state"].items():
             for key, value in state.items():
                 if value is not None:
@@ -484,12 +535,16 @@ class CLIDMU(LNLMethod):
             "meta_optimizer": self.args.clid_meta_optimizer,
             "scope": self.args.clid_scope,
             "contrast": self.contrast,
+            "believed_share": self.believed_share,
+            "weighting_off": self.weighting_off,
+            "safeguards": list(self.safeguards),
         }
 
     def card_notes(self) -> list[str]:
-        if self.contrast is None or self.contrast >= MIN_WEIGHT_CONTRAST:
-            return []
-        return [
+        notes = [f"CLID-MU safeguard fired: {note}." for note in self.safeguards]
+        if self.weighting_off or self.contrast is None or self.contrast >= MIN_WEIGHT_CONTRAST:
+            return notes
+        return notes + [
             f"CLID-MU's weighting had not switched on when this card was written: at the last epoch end its "
             f"low-weight samples still weighed {1 - self.contrast:.0%} of what its high-weight samples did "
             f"(meta_weight_contrast {self.contrast:.2f}, under {MIN_WEIGHT_CONTRAST:g}), so the loss was close to "
@@ -511,6 +566,16 @@ class CLIDMU(LNLMethod):
             )
         self.meta_weight[:-1] = tensors["meta_weight"].to(self.meta_weight.device, self.meta_weight.dtype)
         self.contrast = metadata.get("contrast")  # written since meta_weight_contrast (hf_lnl 0.3)
+        self.believed_share = metadata.get("believed_share")  # written since clid_disputed_safeguard (hf_lnl 0.3)
+        self.weighting_off = bool(metadata.get("weighting_off", False))
+        self.safeguards = list(metadata.get("safeguards", []))
+        if self.label_belief is not None:
+            if "label_belief" not in tensors:
+                raise ValueError(
+                    "The checkpoint's CLID-MU run did not record the labels' belief; resume with "
+                    "clid_disputed_safeguard=False."
+                )
+            self.label_belief = tensors["label_belief"].to(self.label_belief.device, torch.float32)
         if self._corrects:
             if "noisy_probability" not in tensors:
                 raise ValueError(

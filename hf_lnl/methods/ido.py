@@ -20,6 +20,9 @@ prediction on the strong view (FixMatch's rule) instead of only sharpening its o
 `ido_correction="base_belief"` a sample keeps `p_keep_i = p_clean_i + (1 - p_clean_i) q_y,i` of its cross-entropy
 (`q_y,i`: the base model's probability of the given label, recorded in stage 1) and the entropy term takes the rest:
 an ambiguous label the base model half believes stays half taught, a confident disagreement is dropped. With
+`ido_correction="base_prediction"` the last term becomes `(1 - p_clean_i) [CE(z_w,i, q_i) + CE(z_s,i, q_i)]`, `q_i`
+being the distribution the base model predicted for the sample (recorded in stage 1, its top classes kept): soft-label
+correction by a teacher chosen before memorisation, which also keeps the share of an ambiguous label it believed. With
 `"discard"` a flagged sample gets no target at all. The default, `"auto"`, is `"base_belief"` when the base model
 still gives at least `MIN_BELIEVED_SHARE` of the flagged labels even odds (`believed_share`: disputed labels, as in
 real crowd noise) and the paper's entropy term otherwise (flips the base model rejects).
@@ -43,7 +46,13 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..correction import PredictionMemory, check_confidence_threshold, pseudo_label_loss
+from ..correction import (
+    PredictionMemory,
+    SoftTargetMemory,
+    believed_share,
+    check_confidence_threshold,
+    pseudo_label_loss,
+)
 from ..data import IGNORE_INDEX
 from ..distributed import gather_rows
 from ..features import unwrap_model
@@ -63,10 +72,12 @@ STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
-CORRECTIONS = ("auto", "entropy", "pseudo_label", "base_belief", "discard")  # ido_correction
+CORRECTIONS = ("auto", "entropy", "pseudo_label", "base_belief", "base_prediction", "discard")  # ido_correction
 FALLBACK_LOSSES = ("gce", "cross_entropy")  # ido_fallback_loss
 VIEWS = ("auto", "augmented", "dropout")  # ido_views
 WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
+STAGE1_PREDICTION_PREFIX = "stage1_prediction_"  # ido_correction="base_prediction": the latest stage-1 predictions
+BASE_PREDICTION_PREFIX = "base_prediction_"  # ... and the base model's, which stage 2 teaches
 MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of push_to_hub's upload
@@ -85,7 +96,6 @@ MIN_MASKED_TEXT_TOKENS = 48
 # labels, mostly right, rather than flips. Measured at the end of stage 1 (seeds 0-2): real crowd noise (Task R)
 # 32-33%; 40% synthetic flips 0.4-3.0% (Task A sym40, asym40) and 0.3-6.4% (Task B2 sym40, asym40).
 MIN_BELIEVED_SHARE = 0.10
-BELIEVED = 0.5  # a flagged label the base model gives at least this probability counts as believed
 TEXT_LENGTH_SAMPLE = 1000  # rows read (a seeded draw, the same on every process) to measure the median text length
 IDO_CITATION = Citation(
     key="zhang2025handling",
@@ -154,7 +164,10 @@ class IDO(LNLMethod):
     report_columns = (
         "p_clean", "p_noisy", "stage1_wrong_events", "stage2_wrong_events", "corrected_label", "correction_confidence",
     )  # fmt: skip
-    state_tensors = ("stage1_counts", "weak_prediction", "weak_confidence", "label_belief", "base_label_belief")
+    state_tensors = (
+        "stage1_counts", "weak_prediction", "weak_confidence", "label_belief", "base_label_belief",
+        "stage1_prediction_*", "base_prediction_*",
+    )  # fmt: skip
     config_fields = (
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
@@ -225,6 +238,12 @@ class IDO(LNLMethod):
         # its copy taken with the base model (what stage 2 reads).
         self.label_belief = torch.zeros(len(self._labels), dtype=torch.float32, device=self._device)
         self.base_label_belief: torch.Tensor | None = None
+        # ido_correction="base_prediction": each sample's predicted distribution at its last stage-1 visit, and the
+        # base model's copy (the soft target stage 2 teaches a flagged sample).
+        self.stage1_predictions: SoftTargetMemory | None = None
+        if self.args.ido_correction == "base_prediction":
+            self.stage1_predictions = SoftTargetMemory(len(self._labels), self.num_classes, self._device)
+        self.base_predictions: SoftTargetMemory | None = None
         if self.args.ido_stage1_dir is not None:
             self._load_stage1(self.args.ido_stage1_dir)
 
@@ -272,6 +291,8 @@ class IDO(LNLMethod):
             loss = losses.sum() / keep.sum().clamp_min(1.0)
             if self._records_belief and sample_index is not None:
                 self._record_belief(sample_index, outputs["logits"], labels)
+            if self.stage1_predictions is not None and sample_index is not None:
+                self.stage1_predictions.update(sample_index, outputs["logits"])
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
         if self.views_identical:  # dropout views of a model without dropout: one forward gives both views
             outputs = model(**weak)
@@ -294,7 +315,9 @@ class IDO(LNLMethod):
                 for v, logits in enumerate((logits_weak, logits_strong))
             )
         stats = self._mixture_stats(sample_index, labels, batch_events)
-        belief = None
+        belief = soft_targets = None
+        if self.correction == "base_prediction":
+            soft_targets = self.base_predictions.targets(sample_index).to(labels.device)
         if self._keeps_belief:
             belief = self.base_label_belief[sample_index.to(self.base_label_belief.device)].to(labels.device)
         losses, parts = ido_loss(
@@ -306,6 +329,7 @@ class IDO(LNLMethod):
             pseudo_label_threshold=self.args.ido_pseudo_label_threshold if self._corrects else None,
             label_belief=belief,
             teach_flagged=self.correction != "discard",
+            soft_targets=soft_targets,
         )
         if self._corrects:
             self.weak_predictions.update(sample_index, logits_weak)
@@ -359,6 +383,7 @@ class IDO(LNLMethod):
         index, belief = gather_rows(sample_index, belief)
         self.label_belief[index.to(self._device)] = belief.to(self._device, torch.float32)
 
+
     def _check_views_identical(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> None:
         """At the first stage-2 step with dropout views: if both forwards of the same inputs gave the same logits, the
         model's training forward is deterministic (no dropout, e.g. most ViT configs), so later steps run one forward
@@ -411,9 +436,14 @@ class IDO(LNLMethod):
         (`noise_score` above the threshold) and that prediction was confident enough, else the given label. Equal to
         the given labels without `ido_correction="pseudo_label"` or before stage 2."""
         labels = np.asarray(self.context.label_info.labels)
-        if self.stage == 1 or not self._corrects:
+        if self.stage == 1 or self.fallback or not (self._corrects or self.correction == "base_prediction"):
             return labels.copy()
         flagged = self.noise_scores() > self.args.noise_score_threshold
+        if self.correction == "base_prediction":
+            corrected = labels.copy()
+            predicted = self.base_predictions.predictions()[0]
+            corrected[flagged & (labels != IGNORE_INDEX)] = predicted[flagged & (labels != IGNORE_INDEX)]
+            return corrected
         return self.weak_predictions.corrected_labels(labels, flagged, self.args.ido_pseudo_label_threshold)
 
     def _views_for(self, inputs: dict[str, Any]) -> ImageViews | TextMasker | None:
@@ -513,6 +543,8 @@ class IDO(LNLMethod):
         self.base_epoch = epoch
         if self._records_belief:
             self.base_label_belief = self.label_belief.clone()
+        if self.stage1_predictions is not None:
+            self.base_predictions = self.stage1_predictions.copy()
 
     def _start_stage2(self) -> dict[str, float]:
         context = self.context
@@ -603,6 +635,11 @@ class IDO(LNLMethod):
                 corrected_label=self.corrected_labels(),
                 correction_confidence=self.weak_predictions.confidence.cpu().numpy().astype(np.float32),
             )
+        if self.stage == 2 and self.correction == "base_prediction" and not self.fallback:
+            columns.update(
+                corrected_label=self.corrected_labels(),
+                correction_confidence=self.base_predictions.predictions()[1].astype(np.float32),
+            )
         return columns
 
     def fitted_mixture(self) -> Any:
@@ -615,6 +652,10 @@ class IDO(LNLMethod):
             tensors["label_belief"] = self.label_belief
             if self.base_label_belief is not None:
                 tensors["base_label_belief"] = self.base_label_belief
+        if self.stage1_predictions is not None:
+            tensors.update(self.stage1_predictions.state_dict(STAGE1_PREDICTION_PREFIX))
+            if self.base_predictions is not None:
+                tensors.update(self.base_predictions.state_dict(BASE_PREDICTION_PREFIX))
         return tensors if self.stage1_counts is None else {"stage1_counts": self.stage1_counts, **tensors}
 
     def metadata(self) -> dict[str, Any]:
@@ -655,6 +696,8 @@ class IDO(LNLMethod):
             self.label_belief = tensors["label_belief"].to(self._device, torch.float32)
             if "base_label_belief" in tensors:
                 self.base_label_belief = tensors["base_label_belief"].to(self._device, torch.float32)
+        if self.stage1_predictions is not None and not self.fallback:
+            self._load_predictions(tensors, "The checkpoint's IDO run")
         if metadata["mixture"] is not None:
             self.mixture.set_params_from(metadata["mixture"])
             table = torch.as_tensor(self.mixture.lookup_table(self.max_count), dtype=torch.float32)
@@ -676,6 +719,8 @@ class IDO(LNLMethod):
         """Save a finished stage 1 (counts, base model, training-set checksum) for `ido_stage1_dir`."""
         metadata = {"base_epoch": self.base_epoch, "stage1_epochs": self.stage1_epochs + self._stage1_epochs_from_disk}
         tensors = {} if self.base_label_belief is None else {"base_label_belief": self.base_label_belief}
+        if self.base_predictions is not None:
+            tensors.update(self.base_predictions.state_dict(BASE_PREDICTION_PREFIX))
         self.context.export_state(folder, tensors, metadata)
         save_file({k: v.contiguous() for k, v in self.base_state.items()}, os.path.join(folder, BASE_MODEL_FILE))
 
@@ -700,29 +745,34 @@ class IDO(LNLMethod):
                     f"ido_stage1_dir {folder!r} was saved by a stage 1 that did not record the given labels' belief: "
                     "ido_correction='base_belief' needs a stage 1 run with it (or choose another ido_correction)."
                 )
+        if self.stage1_predictions is not None:
+            self._load_predictions(tensors, f"ido_stage1_dir {folder!r}", stage1=False)
         self.stage = 2
         self._refit(STAGE1_REFIT_ITERATIONS)
         self._resolve_correction(self.noise_scores())
+
+
+    def _load_predictions(self, tensors: dict[str, torch.Tensor], source: str, stage1: bool = True) -> None:
+        """Restore the stage-1 and base-model predictions `ido_correction="base_prediction"` teaches from."""
+        needed = [BASE_PREDICTION_PREFIX] if not stage1 or self.stage == 2 else []
+        if stage1:
+            needed.append(STAGE1_PREDICTION_PREFIX)
+        if any(f"{prefix}index" not in tensors for prefix in needed):
+            raise ValueError(
+                f"{source} did not record the base model's predictions: ido_correction='base_prediction' needs a "
+                "stage 1 run with it (resume or reuse with the ido_correction it was trained with)."
+            )
+        if stage1:
+            self.stage1_predictions.load_state_dict(tensors, STAGE1_PREDICTION_PREFIX)
+        if BASE_PREDICTION_PREFIX in needed or f"{BASE_PREDICTION_PREFIX}index" in tensors:
+            self.base_predictions = self.stage1_predictions.copy()
+            self.base_predictions.load_state_dict(tensors, BASE_PREDICTION_PREFIX)
 
 
 def _fallback_loss(logits: torch.Tensor, labels: torch.Tensor, args: Any) -> torch.Tensor:
     if args.ido_fallback_loss == "gce":
         return gce_loss(logits, labels, args.gce_q)
     return F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
-
-
-def believed_share(p_noisy: np.ndarray, belief: np.ndarray) -> float:
-    """Share of the flagged samples (`p_noisy` > 1/2) whose given label the base model gave at least even odds
-    (`belief` >= `BELIEVED`); 0 when nothing is flagged.
-
-    Example:
-        >>> believed_share(np.array([0.9, 0.8, 0.7, 0.1]), np.array([0.6, 0.1, 0.2, 0.9]))  # 1 of 3 flagged
-        0.3333333333333333
-    """
-    flagged = np.asarray(p_noisy) > 0.5
-    if not flagged.any():
-        return 0.0
-    return float(np.mean(np.asarray(belief)[flagged] >= BELIEVED))
 
 
 def clean_component_error_rate(mixture: BetaMixture | ClassConditionalBetaMixture) -> float:
@@ -748,6 +798,7 @@ def ido_loss(
     pseudo_label_threshold: float | None = None,
     label_belief: torch.Tensor | None = None,
     teach_flagged: bool = True,
+    soft_targets: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IDO's stage-2 loss. Returns per-sample losses and the batch parts (`loss`, `ce`, `consistency`, and `entropy`
     or, with a `pseudo_label_threshold`, `correction` and `corrected`: the share of the batch pseudo-labelled).
@@ -781,7 +832,11 @@ def ido_loss(
     parts_per_sample = {"ce": p_keep * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
     corrects = teach_flagged and pseudo_label_threshold is not None
-    if teach_flagged and not corrects:
+    if teach_flagged and soft_targets is not None:
+        targets = soft_targets.float().detach()
+        soft_ce = -(targets * F.log_softmax(z_w, dim=-1)).sum(-1) - (targets * F.log_softmax(z_s, dim=-1)).sum(-1)
+        parts_per_sample["base_prediction"] = (1.0 - p_keep) * soft_ce
+    elif teach_flagged and not corrects:
         q_w = F.softmax(z_w, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
         q_s = F.softmax(z_s, dim=-1).clamp(PROBABILITY_CLAMP, 1 - PROBABILITY_CLAMP)
         q_mean = (q_w + q_s) / 2
