@@ -6,9 +6,15 @@ with any `ido_correction`), stops at stage 2's first step and prints, for the la
 trusted ones, and `believed_share` (flagged labels with `q_y` >= 1/2), the statistic `"auto"` compares with
 `MIN_BELIEVED_SHARE`. With clean labels it splits the flagged by truly flipped or not; on Task R by disputed or not.
 
+With `--method clid_mu` it measures CLID-MU's `clid_disputed_safeguard` instead: it trains CLID-MU (the harness's
+`clid_mu_head`) until the first epoch end whose weighting flags enough samples, and prints the share of the flagged
+labels the model then gave even odds (`clid_believed_share`) and whether the safeguard would fire. Until that epoch
+the run is the harness's run exactly (the safeguard only records).
+
 Usage:
     python benchmarks/stage1_belief.py --task R --cell real --seed 0
     python benchmarks/stage1_belief.py --task A --cell asym40 --seed 0 --output /tmp/belief_A_asym40.json
+    python benchmarks/stage1_belief.py --task B2 --cell asym40 --method clid_mu
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from tasks import AGREEMENT_COLUMN, REPO, TASKS, load_task
 from transformers import TrainerCallback
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.methods import clid_mu
 from hf_lnl.methods.ido import MIN_BELIEVED_SHARE, believed_share
 
 
@@ -44,7 +51,20 @@ class StopAtStage2(TrainerCallback):
             control.should_training_stop = True
 
 
-def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+class StopAtCLIDDecision(TrainerCallback):
+    """Stops CLID-MU at the first step after its disputed-label safeguard measured `believed_share`."""
+
+    def __init__(self) -> None:
+        self.trainer: NoisyLabelTrainer | None = None
+        self.epoch: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.trainer.method.believed_share is not None and self.epoch is None:
+            self.epoch = state.epoch
+            control.should_training_stop = True
+
+
+def _training_set(task_name: str, cell_name: str, seed: int):
     task, data = TASKS[task_name], load_task(task_name, REPO / "benchmarks" / "results" / "cache")
     cell, train = task.cell(cell_name), data.train
     disputed = None
@@ -54,6 +74,34 @@ def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
     if cell.has_clean_labels:
         features = data.instance_features() if cell.kind == "instance" and data.instance_features else None
         train = cell.apply(train, seed, features)
+    return task, data, train, disputed
+
+
+def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+    task, data, train, _ = _training_set(task_name, cell_name, seed)
+    stop = StopAtCLIDDecision()
+    with tempfile.TemporaryDirectory() as workdir:
+        settings = {"lnl_method": "clid_mu", "clid_scope": "head", "clid_disputed_safeguard": True}
+        stop.trainer = NoisyLabelTrainer(
+            model=data.make_model(seed),
+            args=NoisyLabelConfig(**training_kwargs(task, seed, workdir, evaluate=False), **settings),
+            train_dataset=train,
+            processing_class=data.processing_class,
+            callbacks=[stop],
+        )
+        stop.trainer.train()
+    method = stop.trainer.method
+    result: dict[str, object] = {"task": task_name, "cell": cell_name, "seed": seed, "method": "clid_mu"}
+    if method.believed_share is None:
+        return {**result, "decided": False, "contrast": method.contrast}
+    return {
+        **result, "decided_after_epoch": stop.epoch, "contrast": method.contrast,
+        "believed_share": method.believed_share, "fires": method.believed_share >= clid_mu.MIN_BELIEVED_SHARE,
+    }  # fmt: skip
+
+
+def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+    task, data, train, disputed = _training_set(task_name, cell_name, seed)
     stop = StopAtStage2()
     with tempfile.TemporaryDirectory() as workdir:
         settings = {"lnl_method": "ido", "ido_stage1_epochs": task.ido_stage1_epochs, "ido_correction": "base_belief"}
@@ -90,11 +138,13 @@ def main() -> None:
     parser.add_argument("--task", required=True, choices=sorted(TASKS))
     parser.add_argument("--cell", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--method", choices=("ido", "clid_mu"), default="ido")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", help="also write the result as JSON here")
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
-    result = measure(options.task, options.cell, options.seed)
+    measure_method = measure_clid if options.method == "clid_mu" else measure
+    result = measure_method(options.task, options.cell, options.seed)
     print(json.dumps(result, indent=1))
     if options.output:
         with open(options.output, "w") as handle:
