@@ -61,9 +61,12 @@ WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vani
 # weight_contrast below which the weighting has not switched on: a sample of the meta weights' low group still weighs
 # more than half as much as one of the high group, so the loss is close to (class-balanced) cross-entropy.
 MIN_WEIGHT_CONTRAST = 0.5
-# clid_disputed_safeguard: at the first epoch end where the weighting flags at least MIN_FLAGGED_SHARE of the samples,
-# if the model still gives at least MIN_BELIEVED_SHARE of the flagged labels even odds, the flags are disputed labels
-# (real crowd noise) rather than flips, and the rest of the run trains on every label.
+# clid_disputed_safeguard: at the first epoch end from MIN_DECISION_EPOCH on where the weighting flags at least
+# MIN_FLAGGED_SHARE of the samples, if the model still gave at least MIN_BELIEVED_SHARE of the flagged labels even odds
+# at their last visit, the flags are disputed labels (real crowd noise) rather than flips, and the rest of the run
+# trains on every label. Not at the first epoch end: a sample visited early in epoch 1 was seen by a model that had
+# hardly learnt anything, so its belief says nothing (Task R, seed 1: 0% believed after epoch 1, 38% on seed 0).
+MIN_DECISION_EPOCH = 2
 MIN_FLAGGED_SHARE = 0.01
 MIN_BELIEVED_SHARE = 0.10
 
@@ -475,7 +478,8 @@ class CLIDMU(LNLMethod):
         """The disputed-label safeguard, at the first epoch end whose weighting flags enough samples."""
         flagged = scores > self.args.noise_score_threshold
         seen = ~np.isnan(self.meta_weight[:-1].float().cpu().numpy())
-        if self.believed_share is not None or flagged.sum() < MIN_FLAGGED_SHARE * max(int(seen.sum()), 1):
+        too_early = round(self.context.epoch or 0) < MIN_DECISION_EPOCH
+        if self.believed_share is not None or too_early or flagged.sum() < MIN_FLAGGED_SHARE * max(int(seen.sum()), 1):
             return {}
         share = believed_share(flagged.astype(np.float64), self.label_belief.cpu().numpy())
         self.believed_share = share
