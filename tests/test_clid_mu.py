@@ -397,9 +397,9 @@ def test_disputed_safeguard_fires_only_when_the_down_weighted_labels_are_still_b
         method.setup()
         method.meta_weight[:-1] = torch.from_numpy(split)
         method.label_belief[:] = torch.tensor([0.9] * 10 + low_group_belief)  # the high group is believed anyway
-        trainer.state.epoch = 1.0  # after epoch 1 the beliefs come from a model that has hardly learnt: no decision
+        trainer.state.epoch = 0.0  # before the first epoch end (MIN_DECISION_EPOCH): no decision
         assert "clid_believed_share" not in method.on_epoch_end() and method.believed_share is None
-        trainer.state.epoch = 2.0
+        trainer.state.epoch = 1.0
         logs = method.on_epoch_end()
         assert logs["clid_believed_share"] == pytest.approx(3 / 6 if fires else 0.0)  # of the 6 flagged labels
         assert method.weighting_off == fires and bool(method.card_notes()) == fires
@@ -414,7 +414,6 @@ def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp
 
     monkeypatch.setattr(clid_module, "MIN_BELIEVED_SHARE", 0.0)  # fire at the first epoch end with any flag
     monkeypatch.setattr(clid_module, "MIN_FLAGGED_SHARE", 0.0)
-    monkeypatch.setattr(clid_module, "MIN_DECISION_EPOCH", 1)
     data = _with_noise(text_dataset(24), 3)
     model = _spread(tiny_bert(dropout=0.0), 10.0)
     args = _config(tmp_path, num_train_epochs=2, learning_rate=1e-3, clid_disputed_safeguard=True,

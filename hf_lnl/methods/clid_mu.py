@@ -64,9 +64,10 @@ MIN_WEIGHT_CONTRAST = 0.5
 # clid_disputed_safeguard: at the first epoch end from MIN_DECISION_EPOCH on where the weighting flags at least
 # MIN_FLAGGED_SHARE of the samples, if the model still gave at least MIN_BELIEVED_SHARE of the flagged labels even odds
 # at their last visit, the flags are disputed labels (real crowd noise) rather than flips, and the rest of the run
-# trains on every label. Not at the first epoch end: a sample visited early in epoch 1 was seen by a model that had
-# hardly learnt anything, so its belief says nothing (Task R, seed 1: 0% believed after epoch 1, 38% on seed 0).
-MIN_DECISION_EPOCH = 2
+# trains on every label. Measured (seed 0 unless said; ablations README): after epoch 1, Task R 38% (seed 1: 0%),
+# Task A sym40 2.0%, B2 sym40 / asym40 0.3% / 4.1%, B 0-0.1%; after epoch 2 the weighting has already made the model
+# give up the flagged tweets (Task R 0% / 3%) and B2 asym40 reaches 10.8%. Not reliable yet: off by default.
+MIN_DECISION_EPOCH = 1
 MIN_FLAGGED_SHARE = 0.01
 MIN_BELIEVED_SHARE = 0.10
 
