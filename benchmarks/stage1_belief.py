@@ -77,11 +77,9 @@ def _training_set(task_name: str, cell_name: str, seed: int):
     return task, data, train, disputed
 
 
-def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
-    task, data, train, _ = _training_set(task_name, cell_name, seed)
-    stop = StopAtCLIDDecision()
+def _train_until(stop: StopAtStage2 | StopAtCLIDDecision, task, data, train, seed: int, **settings: Any) -> None:
+    """Train the harness's run of `task` with `settings` until the `stop` callback ends it (`stop.trainer` is set)."""
     with tempfile.TemporaryDirectory() as workdir:
-        settings = {"lnl_method": "clid_mu", "clid_scope": "head", "clid_disputed_safeguard": True}
         stop.trainer = NoisyLabelTrainer(
             model=data.make_model(seed),
             args=NoisyLabelConfig(**training_kwargs(task, seed, workdir, evaluate=False), **settings),
@@ -90,6 +88,12 @@ def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]
             callbacks=[stop],
         )
         stop.trainer.train()
+
+
+def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+    task, data, train, _ = _training_set(task_name, cell_name, seed)
+    stop = StopAtCLIDDecision()
+    _train_until(stop, task, data, train, seed, lnl_method="clid_mu", clid_scope="head", clid_disputed_safeguard=True)
     method = stop.trainer.method
     result: dict[str, object] = {"task": task_name, "cell": cell_name, "seed": seed, "method": "clid_mu"}
     if method.believed_share is None:
@@ -103,16 +107,8 @@ def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]
 def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
     task, data, train, disputed = _training_set(task_name, cell_name, seed)
     stop = StopAtStage2()
-    with tempfile.TemporaryDirectory() as workdir:
-        settings = {"lnl_method": "ido", "ido_stage1_epochs": task.ido_stage1_epochs, "ido_correction": "base_belief"}
-        stop.trainer = NoisyLabelTrainer(
-            model=data.make_model(seed),
-            args=NoisyLabelConfig(**training_kwargs(task, seed, workdir, evaluate=False), **settings),
-            train_dataset=train,
-            processing_class=data.processing_class,
-            callbacks=[stop],
-        )
-        stop.trainer.train()
+    settings = {"ido_stage1_epochs": task.ido_stage1_epochs, "ido_correction": "base_belief"}
+    _train_until(stop, task, data, train, seed, lnl_method="ido", **settings)
     if stop.state is None or stop.state["fallback"]:
         return {"task": task_name, "cell": cell_name, "seed": seed, "premise_safeguard_fired": True}
     p_noisy, belief = stop.state["p_noisy"], stop.state["belief"]

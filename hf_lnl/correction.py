@@ -124,6 +124,25 @@ class SoftTargetMemory:
         self.probability = tensors[f"{prefix}probability"].to(self.index.device, torch.float32)
 
 
+def record_label_belief(
+    belief: torch.Tensor, sample_index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
+) -> None:
+    """Write each sample's probability of its given label (0 for an ignored label) into `belief` (N,), gathered from
+    every process so that every process holds the same.
+
+    Example:
+        >>> belief = torch.zeros(3)
+        >>> record_label_belief(belief, torch.tensor([2]), torch.tensor([[0.0, 0.0]]), torch.tensor([1]))
+        >>> belief.tolist()
+        [0.0, 0.0, 0.5]
+    """
+    keep = labels != IGNORE_INDEX
+    probabilities = F.softmax(logits.detach().float(), dim=-1)
+    batch_belief = probabilities.gather(1, labels.clamp_min(0)[:, None]).squeeze(1) * keep
+    index, batch_belief = gather_rows(sample_index, batch_belief)
+    belief[index.to(belief.device)] = batch_belief.to(belief.device, torch.float32)
+
+
 def believed_share(p_noisy: np.ndarray, belief: np.ndarray) -> float:
     """Share of the flagged samples (`p_noisy` > 1/2) whose given label the model gave at least even odds
     (`belief` >= `BELIEVED`); 0 when nothing is flagged.

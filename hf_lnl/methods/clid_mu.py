@@ -34,7 +34,13 @@ from torch import nn
 from torch.func import functional_call
 
 from ..clid import clid
-from ..correction import PredictionMemory, believed_share, check_confidence_threshold, pseudo_label_loss
+from ..correction import (
+    PredictionMemory,
+    believed_share,
+    check_confidence_threshold,
+    pseudo_label_loss,
+    record_label_belief,
+)
 from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
@@ -296,7 +302,7 @@ class CLIDMU(LNLMethod):
         unweighted = warming_up or self.weighting_off
         weights = keep.to(raw_weights.dtype) if unweighted else raw_weights * keep
         if self.label_belief is not None and self.believed_share is None and sample_index is not None:
-            self._record_belief(sample_index, outputs["logits"], labels)
+            record_label_belief(self.label_belief, sample_index, outputs["logits"], labels)
         loss = (self._normalise(weights, labels) * losses).sum()
         if self._corrects and sample_index is not None:
             loss = loss + self._correction(outputs["logits"], sample_index, keep, metrics)
@@ -467,27 +473,20 @@ class CLIDMU(LNLMethod):
         std = ((weights - mean).square() * kept).sum().div(count).sqrt()
         return {"meta_weight_mean": mean, "meta_weight_std": std}
 
-    def _record_belief(self, sample_index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Remember each sample's probability of its given label at this visit (0 for an ignored label)."""
-        keep = labels != IGNORE_INDEX
-        probabilities = F.softmax(logits.detach().float(), dim=-1)
-        belief = probabilities.gather(1, labels.clamp_min(0)[:, None]).squeeze(1) * keep
-        index, belief = gather_rows(sample_index, belief)
-        self.label_belief[index.to(self.label_belief.device)] = belief.to(self.label_belief.device, torch.float32)
-
-    def _check_disputed(self, scores: np.ndarray) -> dict[str, float]:
-        """The disputed-label safeguard, at the first epoch end whose weighting flags enough samples."""
+    def _check_disputed(self, scores: np.ndarray, num_seen: int) -> dict[str, float]:
+        """The disputed-label safeguard, at the first epoch end whose weighting flags enough of the `num_seen`
+        samples visited so far."""
         flagged = scores > self.args.noise_score_threshold
-        seen = ~np.isnan(self.meta_weight[:-1].float().cpu().numpy())
-        too_early = round(self.context.epoch or 0) < MIN_DECISION_EPOCH
-        if self.believed_share is not None or too_early or flagged.sum() < MIN_FLAGGED_SHARE * max(int(seen.sum()), 1):
+        epoch = round(self.context.epoch or 0)
+        enough_flags = flagged.sum() >= MIN_FLAGGED_SHARE * max(num_seen, 1)
+        if self.believed_share is not None or epoch < MIN_DECISION_EPOCH or not enough_flags:
             return {}
         share = believed_share(flagged.astype(np.float64), self.label_belief.cpu().numpy())
         self.believed_share = share
         if share >= MIN_BELIEVED_SHARE:
             self.weighting_off = True
             note = (
-                f"the weighting was switched off after epoch {round(self.context.epoch or 0)}: the model still gave "
+                f"the weighting was switched off after epoch {epoch}: the model still gave "
                 f"{share:.0%} of the labels it down-weighted at least even odds (at least {MIN_BELIEVED_SHARE:.0%}), "
                 "so they look like disputed labels rather than flips, and the rest of the run trained on every label "
                 "(clid_disputed_safeguard)"
@@ -500,6 +499,7 @@ class CLIDMU(LNLMethod):
     def on_epoch_end(self) -> dict[str, float]:
         """Mean meta weight of the clean and of the mislabelled samples (when clean labels are known)."""
         weights = self.meta_weight[:-1].float()
+        seen = ~torch.isnan(weights)
         posterior, contrast = split_weights(weights.cpu().numpy())  # one mixture fit for both uses below
         self.contrast = None if math.isnan(contrast) else contrast
         scores = _noise_scores(posterior, contrast)
@@ -507,10 +507,9 @@ class CLIDMU(LNLMethod):
             self.noisy_probability = torch.as_tensor(scores, dtype=torch.float32).to(self.noisy_probability.device)
         logs = {} if self.contrast is None else {"meta_weight_contrast": self.contrast}
         if self.label_belief is not None:
-            logs.update(self._check_disputed(scores))
+            logs.update(self._check_disputed(scores, int(seen.sum())))
         if self._noisy is None:
             return logs
-        seen = ~torch.isnan(weights)
         for name, members in (("meta_weight_clean", seen & ~self._noisy), ("meta_weight_noisy", seen & self._noisy)):
             if bool(members.any()):
                 logs[name] = float(weights[members].mean())

@@ -52,9 +52,9 @@ from ..correction import (
     believed_share,
     check_confidence_threshold,
     pseudo_label_loss,
+    record_label_belief,
 )
 from ..data import IGNORE_INDEX
-from ..distributed import gather_rows
 from ..features import unwrap_model
 from ..metrics import estimated_noise_rate
 from ..mixture import BetaMixture, ClassConditionalBetaMixture
@@ -290,7 +290,7 @@ class IDO(LNLMethod):
             keep = (labels != IGNORE_INDEX).float()
             loss = losses.sum() / keep.sum().clamp_min(1.0)
             if self._records_belief and sample_index is not None:
-                self._record_belief(sample_index, outputs["logits"], labels)
+                record_label_belief(self.label_belief, sample_index, outputs["logits"], labels)
             if self.stage1_predictions is not None and sample_index is not None:
                 self.stage1_predictions.update(sample_index, outputs["logits"])
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
@@ -375,15 +375,6 @@ class IDO(LNLMethod):
             )
         return {"ido_believed_share": share}
 
-    def _record_belief(self, sample_index: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        """Remember each sample's probability of its given label (0 for an ignored label), from every process."""
-        keep = labels != IGNORE_INDEX
-        probabilities = F.softmax(logits.detach().float(), dim=-1)
-        belief = probabilities.gather(1, labels.clamp_min(0)[:, None]).squeeze(1) * keep
-        index, belief = gather_rows(sample_index, belief)
-        self.label_belief[index.to(self._device)] = belief.to(self._device, torch.float32)
-
-
     def _check_views_identical(self, logits_weak: torch.Tensor, logits_strong: torch.Tensor) -> None:
         """At the first stage-2 step with dropout views: if both forwards of the same inputs gave the same logits, the
         model's training forward is deterministic (no dropout, e.g. most ViT configs), so later steps run one forward
@@ -440,10 +431,7 @@ class IDO(LNLMethod):
             return labels.copy()
         flagged = self.noise_scores() > self.args.noise_score_threshold
         if self.correction == "base_prediction":
-            corrected = labels.copy()
-            predicted = self.base_predictions.predictions()[0]
-            corrected[flagged & (labels != IGNORE_INDEX)] = predicted[flagged & (labels != IGNORE_INDEX)]
-            return corrected
+            return np.where(flagged & (labels != IGNORE_INDEX), self.base_predictions.predictions()[0], labels)
         return self.weak_predictions.corrected_labels(labels, flagged, self.args.ido_pseudo_label_threshold)
 
     def _views_for(self, inputs: dict[str, Any]) -> ImageViews | TextMasker | None:
@@ -630,15 +618,14 @@ class IDO(LNLMethod):
         if self.stage1_counts is not None:
             stage1 = self.stage1_counts.cpu().numpy().astype(np.int64)
             columns.update(stage1_wrong_events=stage1, stage2_wrong_events=counts - stage1)
-        if self.stage == 2 and self._corrects and not self.fallback:
-            columns.update(
-                corrected_label=self.corrected_labels(),
-                correction_confidence=self.weak_predictions.confidence.cpu().numpy().astype(np.float32),
+        if self.stage == 2 and not self.fallback and (self._corrects or self.correction == "base_prediction"):
+            confidence = (
+                self.base_predictions.predictions()[1]
+                if self.correction == "base_prediction"
+                else self.weak_predictions.confidence.cpu().numpy()
             )
-        if self.stage == 2 and self.correction == "base_prediction" and not self.fallback:
             columns.update(
-                corrected_label=self.corrected_labels(),
-                correction_confidence=self.base_predictions.predictions()[1].astype(np.float32),
+                corrected_label=self.corrected_labels(), correction_confidence=confidence.astype(np.float32)
             )
         return columns
 
@@ -751,20 +738,18 @@ class IDO(LNLMethod):
         self._refit(STAGE1_REFIT_ITERATIONS)
         self._resolve_correction(self.noise_scores())
 
-
     def _load_predictions(self, tensors: dict[str, torch.Tensor], source: str, stage1: bool = True) -> None:
-        """Restore the stage-1 and base-model predictions `ido_correction="base_prediction"` teaches from."""
-        needed = [BASE_PREDICTION_PREFIX] if not stage1 or self.stage == 2 else []
-        if stage1:
-            needed.append(STAGE1_PREDICTION_PREFIX)
-        if any(f"{prefix}index" not in tensors for prefix in needed):
+        """Restore the predictions `ido_correction="base_prediction"` keeps: the latest stage-1 ones (`stage1`: from a
+        checkpoint) and the base model's, which a stage-2 checkpoint and a finished stage 1 must have."""
+        required = {STAGE1_PREDICTION_PREFIX: stage1, BASE_PREDICTION_PREFIX: not stage1 or self.stage == 2}
+        if any(needed and f"{prefix}index" not in tensors for prefix, needed in required.items()):
             raise ValueError(
                 f"{source} did not record the base model's predictions: ido_correction='base_prediction' needs a "
                 "stage 1 run with it (resume or reuse with the ido_correction it was trained with)."
             )
         if stage1:
             self.stage1_predictions.load_state_dict(tensors, STAGE1_PREDICTION_PREFIX)
-        if BASE_PREDICTION_PREFIX in needed or f"{BASE_PREDICTION_PREFIX}index" in tensors:
+        if f"{BASE_PREDICTION_PREFIX}index" in tensors:  # taken at the base epoch, possibly still in stage 1
             self.base_predictions = self.stage1_predictions.copy()
             self.base_predictions.load_state_dict(tensors, BASE_PREDICTION_PREFIX)
 
