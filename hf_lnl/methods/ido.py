@@ -94,7 +94,8 @@ MIN_MASKED_TEXT_TOKENS = 48
 # ido_correction="auto": stage 2 keeps the base model's belief in the flagged labels ("base_belief") when at least
 # this share of them (p_noisy > 1/2) still has at least even odds under the base model: the flags are then disputed
 # labels, mostly right, rather than flips. Measured at the end of stage 1 (seeds 0-2): real crowd noise (Task R)
-# 32-33%; 40% synthetic flips 0.4-3.0% (Task A sym40, asym40) and 0.3-6.4% (Task B2 sym40, asym40).
+# 32-33%; 40% synthetic flips 0.4-3.0% (Task A sym40, asym40) and 0.3-6.4% (Task B2 sym40, asym40); seed 0: Task A
+# sym60 0%, inst40 3.5%, and at low noise, where the mixture flags many clean labels, sym20 32% and sym0 86%.
 MIN_BELIEVED_SHARE = 0.10
 TEXT_LENGTH_SAMPLE = 1000  # rows read (a seeded draw, the same on every process) to measure the median text length
 IDO_CITATION = Citation(
