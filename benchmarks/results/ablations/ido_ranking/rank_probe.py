@@ -1,9 +1,9 @@
 """One-off probe: does IDO's `p_noisy` rank Task B2 asym40's flips worse than its raw wrong-event counts?
 
-Trains IDO at its defaults on the harness's B2 asym40 (seed 0, no evaluation) and prints the AUROC of every numeric
-report column against "flipped". Run from `benchmarks/`:
+Trains IDO at its defaults on the harness's B2 asym40 (the given seed, default 0; no evaluation) and prints the AUROC
+of every numeric report column against "flipped". Run from `benchmarks/`:
 
-    python results/ablations/ido_ranking/rank_probe.py
+    python results/ablations/ido_ranking/rank_probe.py [seed]
 """
 
 import json
@@ -24,16 +24,16 @@ from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer  # noqa: E402
 SKIPPED = ("label", "clean_label", "source_index", "corrected_label")
 
 
-def main() -> None:
-    torch.set_num_threads(2)
-    task, data, train, _ = _training_set("B2", "asym40", 0)
+def main(seed: int) -> None:
+    torch.set_num_threads(1)
+    task, data, train, _ = _training_set("B2", "asym40", seed)
     with tempfile.TemporaryDirectory() as workdir:
         args = NoisyLabelConfig(
-            **training_kwargs(task, 0, workdir, evaluate=False), lnl_method="ido",
+            **training_kwargs(task, seed, workdir, evaluate=False), lnl_method="ido",
             ido_stage1_epochs=task.ido_stage1_epochs,
         )  # fmt: skip
         trainer = NoisyLabelTrainer(
-            model=data.make_model(0), args=args, train_dataset=train, processing_class=data.processing_class
+            model=data.make_model(seed), args=args, train_dataset=train, processing_class=data.processing_class
         )
         trainer.train()
         report = trainer.noise_report()
@@ -46,8 +46,8 @@ def main() -> None:
     result["distinct_noise_scores"] = len(np.unique(np.asarray(report["noise_score"])))
     result["distinct_wrong_events"] = len(np.unique(np.asarray(report["wrong_events"])))
     print(json.dumps(result, indent=1))
-    (Path(__file__).parent / "B2_asym40_ranking_seed0.json").write_text(json.dumps(result, indent=1))
+    (Path(__file__).parent / f"B2_asym40_ranking_seed{seed}.json").write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":
-    main()
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
