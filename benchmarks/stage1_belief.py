@@ -77,17 +77,23 @@ def _training_set(task_name: str, cell_name: str, seed: int):
     return task, data, train, disputed
 
 
-def _train_until(stop: StopAtStage2 | StopAtCLIDDecision, task, data, train, seed: int, **settings: Any) -> None:
-    """Train the harness's run of `task` with `settings` until the `stop` callback ends it (`stop.trainer` is set)."""
+def _train_until(
+    stop: StopAtStage2 | StopAtCLIDDecision | None, task, data, train, seed: int, **settings: Any
+) -> NoisyLabelTrainer:
+    """Train the harness's run of `task` with `settings` (no evaluation) until the `stop` callback ends it (its
+    `trainer` is set), or to the end without one; returns the trainer."""
     with tempfile.TemporaryDirectory() as workdir:
-        stop.trainer = NoisyLabelTrainer(
+        trainer = NoisyLabelTrainer(
             model=data.make_model(seed),
             args=NoisyLabelConfig(**training_kwargs(task, seed, workdir, evaluate=False), **settings),
             train_dataset=train,
             processing_class=data.processing_class,
-            callbacks=[stop],
+            callbacks=[] if stop is None else [stop],
         )
-        stop.trainer.train()
+        if stop is not None:
+            stop.trainer = trainer
+        trainer.train()
+    return trainer
 
 
 def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]:

@@ -8,7 +8,6 @@ of every numeric report column against "flipped". Run from `benchmarks/`:
 
 import json
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +15,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, ".")  # benchmarks/: the harness's modules
-from methods import training_kwargs  # noqa: E402
-from stage1_belief import _training_set  # noqa: E402
-
-from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer  # noqa: E402
+from stage1_belief import _train_until, _training_set  # noqa: E402
 
 SKIPPED = ("label", "clean_label", "source_index", "corrected_label")
 
@@ -27,16 +23,8 @@ SKIPPED = ("label", "clean_label", "source_index", "corrected_label")
 def main(seed: int) -> None:
     torch.set_num_threads(1)
     task, data, train, _ = _training_set("B2", "asym40", seed)
-    with tempfile.TemporaryDirectory() as workdir:
-        args = NoisyLabelConfig(
-            **training_kwargs(task, seed, workdir, evaluate=False), lnl_method="ido",
-            ido_stage1_epochs=task.ido_stage1_epochs,
-        )  # fmt: skip
-        trainer = NoisyLabelTrainer(
-            model=data.make_model(seed), args=args, train_dataset=train, processing_class=data.processing_class
-        )
-        trainer.train()
-        report = trainer.noise_report()
+    trainer = _train_until(None, task, data, train, seed, lnl_method="ido", ido_stage1_epochs=task.ido_stage1_epochs)
+    report = trainer.noise_report()
     flipped = np.asarray(report["label"]) != np.asarray(report["clean_label"])
     result = {}
     for column in report.column_names:
