@@ -219,3 +219,25 @@ def wrong_event_scores(counts: np.ndarray, max_wrong_events: int) -> np.ndarray:
         array([0.        , 0.33333333, 1.        ])
     """
     return np.clip(np.asarray(counts) / max(max_wrong_events, 1), 0.0, 1.0)
+
+
+def flag_ordered_scores(
+    flagged: np.ndarray, counts: np.ndarray, max_wrong_events: int, threshold: float
+) -> np.ndarray:
+    """`noise_score` that keeps a decision (`flagged`) and ranks each side of it by wrong events.
+
+    Flagged samples score in (threshold, 1], the others in [0, threshold), so `noise_score > threshold` is exactly
+    `flagged`; on each side more wrong events score higher. IDO's per-class mixtures decide as well as pooled counts
+    but rank worse across classes (their posteriors are calibrated per class), hence this score.
+
+    Example:
+        >>> flag_ordered_scores(np.array([False, True, False, True]), np.array([0, 1, 3, 3]), 3, 0.5)
+        array([0.   , 0.75 , 0.375, 1.   ])
+    """
+    scale = max(max_wrong_events, 0) + 1
+    counts = np.clip(np.asarray(counts, dtype=np.float64), 0, scale - 1)
+    return np.where(
+        np.asarray(flagged, dtype=bool),
+        threshold + (1.0 - threshold) * (counts + 1) / scale,
+        threshold * counts / scale,
+    )

@@ -3,7 +3,8 @@
 The golden runs were recorded at the commit the method-contract redesign started from (hf_lnl 0.1.0, 3c3a0a9), so a
 refactoring that changes any number fails here. Re-recorded since for intended changes only: IDO's stage-1
 `noise_score` no longer divides by two views (only the stage-1 `estimated_noise_rate` log entries changed); CLID-MU's
-class-balanced weights learn from a sample alone in its class (only the clid_mu runs changed).
+class-balanced weights learn from a sample alone in its class (only the clid_mu runs changed); IDO's stage-2
+`noise_score` ranks by wrong events on each side of the mixture's flag (only the ido runs' `noise_score` changed).
 Bit-exactness holds for the torch build and CPU instruction set the runs were recorded with (`environment` in the
 JSON); elsewhere matrix kernels round differently, and the comparison falls back to a relative tolerance of 1e-5 (the
 counts, labels and predictions stay exact).

@@ -1,6 +1,7 @@
+import numpy as np
 import torch
 
-from hf_lnl.tracking import WrongEventTracker, first_occurrence, select_base_epoch
+from hf_lnl.tracking import WrongEventTracker, first_occurrence, flag_ordered_scores, select_base_epoch
 
 
 def test_counts_once_per_epoch_and_view_and_skips_ignored_labels():
@@ -64,3 +65,14 @@ def test_select_base_epoch():
     assert select_base_epoch([50, 30, 20]) == 4
     assert select_base_epoch([10]) == 2
     assert select_base_epoch([10, 10]) == 2
+
+
+def test_flag_ordered_scores_keep_the_decision_and_rank_by_counts():
+    flagged = np.array([True, True, False, False, True, False])
+    counts = np.array([2, 9, 0, 8, 0, 9])  # a flagged sample with no wrong events, unflagged ones with many
+    scores = flag_ordered_scores(flagged, counts, max_wrong_events=9, threshold=0.5)
+    np.testing.assert_array_equal(scores > 0.5, flagged)
+    assert scores.min() >= 0.0 and scores.max() == 1.0
+    np.testing.assert_array_equal(np.argsort(scores), [2, 3, 5, 4, 0, 1])  # unflagged by count, then flagged by count
+    np.testing.assert_array_equal(flag_ordered_scores(flagged, counts, 9, threshold=0.0) > 0.0, flagged)
+    assert flag_ordered_scores(np.array([True]), np.array([50]), 9, 0.5)[0] == 1.0  # counts past the maximum clip

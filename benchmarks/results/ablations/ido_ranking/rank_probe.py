@@ -34,6 +34,8 @@ def main(seed: int) -> None:
     result["distinct_noise_scores"] = len(np.unique(np.asarray(report["noise_score"])))
     result["distinct_wrong_events"] = len(np.unique(np.asarray(report["wrong_events"])))
     print(json.dumps(result, indent=1))
+    arrays = {c: np.asarray(report[c]) for c in report.column_names if np.asarray(report[c]).dtype.kind in "fiu"}
+    np.savez_compressed(Path(__file__).parent / f"B2_asym40_report_seed{seed}.npz", **arrays)
     (Path(__file__).parent / f"B2_asym40_ranking_seed{seed}.json").write_text(json.dumps(result, indent=1))
 
 
