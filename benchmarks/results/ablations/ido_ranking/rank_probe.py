@@ -25,16 +25,16 @@ def main(seed: int) -> None:
     task, data, train, _ = _training_set("B2", "asym40", seed)
     trainer = _train_until(None, task, data, train, seed, lnl_method="ido", ido_stage1_epochs=task.ido_stage1_epochs)
     report = trainer.noise_report()
-    flipped = np.asarray(report["label"]) != np.asarray(report["clean_label"])
+    arrays = {column: np.asarray(report[column]) for column in report.column_names}
+    arrays = {column: values for column, values in arrays.items() if values.dtype.kind in "fiu"}
+    flipped = arrays["label"] != arrays["clean_label"]
     result = {}
-    for column in report.column_names:
-        values = np.asarray(report[column])
+    for column, values in arrays.items():
         if values.dtype.kind in "fi" and column not in SKIPPED and np.isfinite(values).all():
             result[column] = float(roc_auc_score(flipped, values))
-    result["distinct_noise_scores"] = len(np.unique(np.asarray(report["noise_score"])))
-    result["distinct_wrong_events"] = len(np.unique(np.asarray(report["wrong_events"])))
+    result["distinct_noise_scores"] = len(np.unique(arrays["noise_score"]))
+    result["distinct_wrong_events"] = len(np.unique(arrays["wrong_events"]))
     print(json.dumps(result, indent=1))
-    arrays = {c: np.asarray(report[c]) for c in report.column_names if np.asarray(report[c]).dtype.kind in "fiu"}
     np.savez_compressed(Path(__file__).parent / f"B2_asym40_report_seed{seed}.npz", **arrays)
     (Path(__file__).parent / f"B2_asym40_ranking_seed{seed}.json").write_text(json.dumps(result, indent=1))
 
