@@ -229,6 +229,8 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
         extra["ido_stage1_epochs"] = ctx.task.ido_stage1_epochs
     if spec.lnl_method == "clid_mu":
         extra["clid_scope"] = spec.clid_scope
+        if ctx.task.clid_warmup_epochs is not None:
+            extra["clid_warmup_epochs"] = ctx.task.clid_warmup_epochs
     extra.update(ctx.settings)  # an ablation's NoisyLabelConfig overrides (`run.py --set`)
     trainer = NoisyLabelTrainer(
         model=ctx.data.make_model(ctx.seed),

@@ -297,6 +297,12 @@ def run_suite(options: argparse.Namespace) -> int:
     output = Path(options.output)
     jsonl = output / f"{suite.name}.jsonl"
     plan = plan_runs(suite, options.tasks, options.methods, options.seeds, options.cells)
+    if not plan:  # before anything is written: an empty plan is a mistyped filter, not a finished suite
+        cells = [f"{task} {cell}" for task, cell in suite.cells if not options.tasks or task in options.tasks]
+        print(f"error: no run of the {suite.name} suite matches --tasks / --cells / --methods; its cells"
+              f"{' for those tasks' if options.tasks else ''}: {', '.join(cells) or 'none'}. Choose among them, or "
+              "use --suite full, which has every task's cells and methods.", file=sys.stderr)  # fmt: skip
+        return 2
     rows = read_rows(jsonl)
     # Runs other suites measured, to copy instead of training; none under --set (an ablation measures its own).
     other_rows = {} if options.settings else {

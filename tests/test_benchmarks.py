@@ -76,6 +76,19 @@ def test_task_b2_fine_tunes_a_backbone_pretrained_on_the_other_images(tmp_path, 
     assert data.instance_features().shape == (10_000, 32 * 32)
 
 
+def test_the_image_recipe_s_pretrained_vit_config_trains_with_task_b2_s_recipe():
+    import yaml
+
+    config = yaml.safe_load((REPO / "recipes" / "configs" / "image_fashion_mnist_pretrained_vit.yaml").read_text())
+    task = tasks.TASKS["B2"]
+    assert (config["num_train_epochs"], config["learning_rate"], config["per_device_train_batch_size"]) == (
+        task.epochs, task.learning_rate, task.batch_size)  # fmt: skip
+    assert (config["weight_decay"], config["warmup_steps"], config["max_train_samples"]) == (
+        task.weight_decay, task.warmup, tasks.FASHION_MNIST_TRAIN_SIZE)  # fmt: skip
+    assert config["ido_stage1_epochs"] == task.ido_stage1_epochs
+    assert config["clid_warmup_epochs"] == task.clid_warmup_epochs
+
+
 def test_clean_subset_trains_on_the_unflipped_samples_only(tmp_path):
     import methods
 
@@ -86,6 +99,29 @@ def test_clean_subset_trains_on_the_unflipped_samples_only(tmp_path):
     result = methods.run_method("clean_subset", task, data, cell, seed=0, progress=lambda message: None)
     assert result["global_steps"] == task.epochs * math.ceil(kept / task.batch_size)
     assert len(result["accuracy_per_epoch"]) == task.epochs and "detection" not in result
+
+
+def test_clid_runs_start_with_the_task_s_cross_entropy_warm_up(tmp_path, monkeypatch):
+    import dataclasses
+
+    import methods
+
+    task = dataclasses.replace(tasks.TASKS["C"], clid_warmup_epochs=3)
+    data, configs = tasks.load_task("C", tmp_path), {}
+
+    class Built(Exception):
+        pass
+
+    def build(*, args, **kwargs):
+        configs[args.lnl_method] = args
+        raise Built
+
+    monkeypatch.setattr(methods, "NoisyLabelTrainer", build)
+    for name in ("clid_mu_head", "ido"):
+        with pytest.raises(Built):
+            methods.run_method(name, task, data, task.cell("sym40"), seed=0, progress=lambda message: None)
+    assert configs["clid_mu"].clid_warmup_epochs == 3 and configs["ido"].clid_warmup_epochs == 0
+    assert "CLID-MU: 3 epochs of cross-entropy first" in task.recipe and "CLID-MU" not in tasks.TASKS["C"].recipe
 
 
 def test_real_noise_runs_score_the_disputed_samples_and_need_no_clean_labels(tmp_path):
@@ -133,6 +169,14 @@ def test_plan_runs_cell_filter_and_unknown_cell():
     assert [(r.task, r.cell, r.method, r.seed) for r in plan] == [("A", "asym40", "clid_mu_head", 0)]
     with pytest.raises(SystemExit):
         run.parse_args(["--suite", "headline", "--cells", "sym99"])
+
+
+def test_a_filter_that_selects_no_run_is_an_error_that_names_the_suite_s_cells(tmp_path, capsys):
+    output = tmp_path / "ablation"
+    assert run.main(["--suite", "headline", "--tasks", "B", "--cells", "asym40", "--output", str(output)]) == 2
+    error = capsys.readouterr().err
+    assert "no run of the headline suite matches" in error and "B sym40" in error and "--suite full" in error
+    assert not output.exists()  # nothing written, no half-made report
 
 
 def test_set_overrides_are_parsed_and_need_their_own_output(tmp_path):
