@@ -640,6 +640,10 @@ def split_weights(
         return posterior, float("nan")
     if values.max() - values.min() <= min_relative_spread * abs(values.max()):
         return posterior, 0.0
+    # Only the weights' ratios matter (they are normalised before they weigh a loss), and the meta network's sigmoid
+    # can sit anywhere from 1 to 1e-7: fit on the weights over the largest, so that the mixture's variance floor
+    # (reg_covar) is relative too and cannot swallow a split between 1e-7 and 1e-5.
+    values = values / np.abs(values).max()
     fitted = values
     if values.size > max_fit_samples:
         fitted = np.random.default_rng(seed).choice(values, max_fit_samples, replace=False)
