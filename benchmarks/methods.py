@@ -225,12 +225,9 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     extra: dict[str, Any] = {
         "lnl_method": spec.lnl_method, "noise_score_threshold": DETECTION_THRESHOLD, "clid_eval": True,
     }  # fmt: skip
-    if spec.lnl_method == "ido":
-        extra["ido_stage1_epochs"] = ctx.task.ido_stage1_epochs
+    extra.update(ctx.task.method_settings(spec.lnl_method))
     if spec.lnl_method == "clid_mu":
         extra["clid_scope"] = spec.clid_scope
-        if ctx.task.clid_warmup_epochs is not None:
-            extra["clid_warmup_epochs"] = ctx.task.clid_warmup_epochs
     extra.update(ctx.settings)  # an ablation's NoisyLabelConfig overrides (`run.py --set`)
     trainer = NoisyLabelTrainer(
         model=ctx.data.make_model(ctx.seed),

@@ -99,7 +99,8 @@ def _train_until(
 def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
     task, data, train, _ = _training_set(task_name, cell_name, seed)
     stop = StopAtCLIDDecision()
-    _train_until(stop, task, data, train, seed, lnl_method="clid_mu", clid_scope="head", clid_disputed_safeguard=True)
+    settings = {**task.method_settings("clid_mu"), "clid_scope": "head", "clid_disputed_safeguard": True}
+    _train_until(stop, task, data, train, seed, lnl_method="clid_mu", **settings)
     method = stop.trainer.method
     result: dict[str, object] = {"task": task_name, "cell": cell_name, "seed": seed, "method": "clid_mu"}
     if method.believed_share is None:
@@ -113,7 +114,7 @@ def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]
 def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
     task, data, train, disputed = _training_set(task_name, cell_name, seed)
     stop = StopAtStage2()
-    settings = {"ido_stage1_epochs": task.ido_stage1_epochs, "ido_correction": "base_belief"}
+    settings = {**task.method_settings("ido"), "ido_correction": "base_belief"}
     _train_until(stop, task, data, train, seed, lnl_method="ido", **settings)
     if stop.state is None or stop.state["fallback"]:
         return {"task": task_name, "cell": cell_name, "seed": seed, "premise_safeguard_fired": True}

@@ -116,12 +116,25 @@ class TaskSpec:
             if self.ido_stage1_epochs
             else "default"
         )
-        warmup = self.clid_warmup_epochs
-        clid = f"; CLID-MU: {warmup:g} epochs of cross-entropy first" if warmup else ""
+        clid_warmup = self.clid_warmup_epochs
+        clid = f"; CLID-MU: {clid_warmup:g} epochs of cross-entropy first" if clid_warmup else ""
         return (
             f"{self.epochs} epochs, AdamW lr {self.learning_rate:g}, weight decay {self.weight_decay:g}, batch "
             f"{self.batch_size}, linear schedule with {100 * self.warmup:g}% warm-up (IDO stages: {ido}{clid})"
         )
+
+    def method_settings(self, lnl_method: str) -> dict[str, Any]:
+        """The task's own `NoisyLabelConfig` settings for `lnl_method` (those left `None` keep hf_lnl's defaults).
+
+        Example:
+            >>> TASKS["B2"].method_settings("clid_mu")
+            {'clid_warmup_epochs': 10}
+        """
+        if lnl_method == "ido":
+            return {"ido_stage1_epochs": self.ido_stage1_epochs}
+        if lnl_method == "clid_mu" and self.clid_warmup_epochs is not None:
+            return {"clid_warmup_epochs": self.clid_warmup_epochs}
+        return {}
 
     def cell(self, name: str) -> NoiseCell:
         """The cell called `name` ("sym40", ...)."""
