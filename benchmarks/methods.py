@@ -40,6 +40,8 @@ from hf_lnl.metrics import label_correction_metrics
 
 EVAL_BATCH_SIZE = 256  # evaluation only: the same for every method, large enough for a quick pass over the test set
 DETECTION_THRESHOLD = 0.5  # a sample is flagged when its noise_score is above this (hf_lnl's default)
+# The logged statistics the methods' safeguards decide by, kept in each run's row (the last value logged).
+SAFEGUARD_STATISTICS = ("clid_believed_share", "ido_clean_component_error_rate", "ido_believed_share")
 Progress = Callable[[str], None]
 
 
@@ -247,7 +249,12 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
         "accuracy_per_epoch": _epoch_accuracies(trainer),
         "clid_per_epoch": [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry],
         "trainings": [_training_cost(trainer, output)],
+        "safeguards": list(getattr(trainer.method, "safeguards", [])),  # what fired, as the model card names it
     }
+    logs = trainer.state.log_history
+    decisions = {key: entry[key] for entry in logs for key in SAFEGUARD_STATISTICS if key in entry}
+    if decisions:
+        result["safeguard_statistics"] = decisions
     if ctx.agreement is not None:  # real noise: do the scores rank the tweets the annotators disputed higher?
         result["noise_score_by_agreement"] = _scores_by_agreement(_column(report, "noise_score"), ctx.agreement)
     if "clean_label" not in report.column_names:

@@ -419,7 +419,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="Use these seeds for every method.")
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Folder of <suite>.jsonl / .md / plots.")
     parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many runs (for testing).")
-    parser.add_argument("--set", dest="settings", action="append", type=_setting, default=[], metavar="KEY=VALUE",
+    parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
                         help="A NoisyLabelConfig override for the hf_lnl methods (an ablation; repeatable; needs "
                         "--output: ablations stay out of the suite's own results).")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true",
@@ -435,7 +435,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return options
 
 
-def _setting(text: str) -> tuple[str, Any]:
+def parse_setting(text: str) -> tuple[str, Any]:
     """KEY=VALUE with VALUE read as JSON when it parses (1.0, true, "x"), else as a string."""
     key, separator, value = text.partition("=")
     if not separator or not key.isidentifier():

@@ -6,15 +6,18 @@ with any `ido_correction`), stops at stage 2's first step and prints, for the la
 trusted ones, and `believed_share` (flagged labels with `q_y` >= 1/2), the statistic `"auto"` compares with
 `MIN_BELIEVED_SHARE`. With clean labels it splits the flagged by truly flipped or not; on Task R by disputed or not.
 
-With `--method clid_mu` it measures CLID-MU's `clid_disputed_safeguard` instead: it trains CLID-MU (the harness's
-`clid_mu_head`) until the first epoch end whose weighting flags enough samples, and prints the share of the flagged
-labels the model then gave even odds (`clid_believed_share`) and whether the safeguard would fire. Until that epoch
-the run is the harness's run exactly (the safeguard only records).
+With `--method clid_mu` it measures CLID-MU's safeguards instead: it trains CLID-MU (the harness's `clid_mu_head`)
+until the first epoch end (after the warm-up, when there is one) whose weighting flags enough samples, and prints the
+share of the flagged labels the model then gave even odds (`clid_believed_share`) and whether the safeguard would
+fire, with the training signals at that epoch end (the share of samples the weighting trusts, their wrong events per
+epoch, the training error, the prediction change per epoch): what a safeguard deciding at the end of a cross-entropy
+warm-up could read. Until then the run is the harness's run with `clid_disputed_safeguard` on.
 
 Usage:
     python benchmarks/stage1_belief.py --task R --cell real --seed 0
     python benchmarks/stage1_belief.py --task A --cell asym40 --seed 0 --output /tmp/belief_A_asym40.json
     python benchmarks/stage1_belief.py --task B2 --cell asym40 --method clid_mu
+    python benchmarks/stage1_belief.py --task R --cell real --method clid_mu --set clid_warmup_epochs=2
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from methods import training_kwargs
+from methods import DETECTION_THRESHOLD, training_kwargs
+from run import parse_setting
 from tasks import AGREEMENT_COLUMN, REPO, TASKS, load_task
 from transformers import TrainerCallback
 
@@ -52,11 +56,27 @@ class StopAtStage2(TrainerCallback):
 
 
 class StopAtCLIDDecision(TrainerCallback):
-    """Stops CLID-MU at the first step after its disputed-label safeguard measured `believed_share`."""
+    """Stops CLID-MU at the first step after its disputed-label safeguard measured `believed_share`. At the epoch end
+    where the safeguard may first decide (the end of the warm-up, when there is one) it also keeps what the training
+    signals said then: the share of the samples the weighting would trust (noise score <= 1/2), how often those were
+    predicted wrongly per epoch so far, and the training error on the given labels at each sample's last visit."""
 
     def __init__(self) -> None:
         self.trainer: NoisyLabelTrainer | None = None
         self.epoch: float | None = None
+        self.signals: dict[str, float] | None = None
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        method, tracker = self.trainer.method, self.trainer.tracker
+        if self.signals is not None or round(state.epoch) < method.decision_epoch:
+            return
+        trusted = method.noise_scores() <= DETECTION_THRESHOLD
+        labels = np.asarray(self.trainer.label_info.labels)
+        self.signals = {
+            "trusted_share": float(trusted.mean()),
+            "trusted_wrong_event_rate": float(tracker.counts()[trusted].mean() / max(tracker.epochs_counted, 1)),
+            "training_error": float((tracker.last_predictions() != labels).mean()),
+        }
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.trainer.method.believed_share is not None and self.epoch is None:
@@ -96,13 +116,19 @@ def _train_until(
     return trainer
 
 
-def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) -> dict[str, object]:
     task, data, train, _ = _training_set(task_name, cell_name, seed)
     stop = StopAtCLIDDecision()
-    settings = {**task.method_settings("clid_mu"), "clid_scope": "head", "clid_disputed_safeguard": True}
+    settings = {**task.method_settings("clid_mu"), "clid_scope": "head", "clid_disputed_safeguard": True, **overrides}
     _train_until(stop, task, data, train, seed, lnl_method="clid_mu", **settings)
     method = stop.trainer.method
     result: dict[str, object] = {"task": task_name, "cell": cell_name, "seed": seed, "method": "clid_mu"}
+    result["clid_warmup_epochs"] = settings.get("clid_warmup_epochs", 0)
+    result["prediction_change_share"] = [
+        entry["prediction_change"] / len(train) for entry in stop.trainer.state.log_history
+        if "prediction_change" in entry and entry["epoch"] <= method.decision_epoch + 1e-6
+    ]  # fmt: skip
+    result.update(stop.signals or {})
     if method.believed_share is None:
         return {**result, "decided": False, "contrast": method.contrast}
     return {
@@ -111,10 +137,10 @@ def measure_clid(task_name: str, cell_name: str, seed: int) -> dict[str, object]
     }  # fmt: skip
 
 
-def measure(task_name: str, cell_name: str, seed: int) -> dict[str, object]:
+def measure(task_name: str, cell_name: str, seed: int, **overrides: Any) -> dict[str, object]:
     task, data, train, disputed = _training_set(task_name, cell_name, seed)
     stop = StopAtStage2()
-    settings = {**task.method_settings("ido"), "ido_correction": "base_belief"}
+    settings = {**task.method_settings("ido"), "ido_correction": "base_belief", **overrides}
     _train_until(stop, task, data, train, seed, lnl_method="ido", **settings)
     if stop.state is None or stop.state["fallback"]:
         return {"task": task_name, "cell": cell_name, "seed": seed, "premise_safeguard_fired": True}
@@ -144,10 +170,12 @@ def main() -> None:
     parser.add_argument("--method", choices=("ido", "clid_mu"), default="ido")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--output", help="also write the result as JSON here")
+    parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
+                        help="A NoisyLabelConfig override on top of the harness's settings (repeatable).")  # fmt: skip
     options = parser.parse_args()
     torch.set_num_threads(options.threads)
     measure_method = measure_clid if options.method == "clid_mu" else measure
-    result = measure_method(options.task, options.cell, options.seed)
+    result = measure_method(options.task, options.cell, options.seed, **dict(options.settings))
     print(json.dumps(result, indent=1))
     if options.output:
         with open(options.output, "w") as handle:

@@ -104,7 +104,8 @@ class NoisyLabelConfig(TrainingArguments):
             prediction the model made at its previous visit when that was at least `clid_pseudo_label_threshold`
             confident; the corrected label and its confidence go into the noise report).
         clid_pseudo_label_threshold: Smallest confidence of the previous visit's prediction that makes a pseudo-label.
-        clid_disputed_safeguard: At the first epoch end whose weighting flags at least 1% of the samples, measure
+        clid_disputed_safeguard: At the first epoch end (from the end of the warm-up on, when there is one: the
+            beliefs then come from cross-entropy training) whose weighting flags at least 1% of the samples, measure
             the share of the flagged labels the model still gave even odds or better at their last visit
             (`clid_believed_share`, logged); at 10% or more they look like disputed labels (real crowd noise) rather
             than flips, and the rest of the run trains on every label with plain cross-entropy (the meta network

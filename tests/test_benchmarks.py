@@ -363,6 +363,13 @@ def test_quick_suite_end_to_end(tmp_path):
         assert row["wall_s"] > 0 and row["s_per_step"] > 0 and row["peak_rss_mb"] > 0
         if row["method"] not in ("oracle", "trainer"):
             assert 0.0 <= row["detection"]["f1"] <= 1.0
+        if "clid_per_epoch" in row:  # an hf_lnl run: it records which safeguards fired and what they decided by
+            assert isinstance(row["safeguards"], list) and all(isinstance(note, str) for note in row["safeguards"])
+        if row["method"] == "ido":  # the premise safeguard fired iff its statistic passed the bound
+            statistics = row.get("safeguard_statistics", {})
+            fired = any("base model had not learnt" in note for note in row["safeguards"])
+            assert fired == ("ido_clean_component_error_rate" in statistics)
+            assert not fired or statistics["ido_clean_component_error_rate"] > 1 / 3
     table = (tmp_path / "quick.md").read_text()
     for method in run.QUICK_METHODS:
         assert sum(line.startswith(f"| sym40 | {method} |") for line in table.splitlines()) == 1

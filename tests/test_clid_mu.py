@@ -411,6 +411,25 @@ def test_disputed_safeguard_fires_only_when_the_down_weighted_labels_are_still_b
         assert "clid_believed_share" not in method.on_epoch_end() and method.weighting_off == fires
 
 
+def test_disputed_safeguard_decides_at_the_end_of_the_cross_entropy_warm_up(tmp_path):
+    rng = np.random.default_rng(0)
+    split = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
+    model, data = _family("bert", n=16)
+    args = _config(tmp_path, clid_disputed_safeguard=True, clid_warmup_epochs=2.5)
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+    method = trainer.method
+    method.setup()
+    assert method.decision_epoch == 3  # the first epoch end after the warm-up
+    method.meta_weight[:-1] = torch.from_numpy(split)
+    method.label_belief[:] = 0.9  # every flagged label believed: it would fire at once without the warm-up
+    for epoch in (1.0, 2.0):  # inside the warm-up the beliefs are still being learnt: no decision
+        trainer.state.epoch = epoch
+        assert "clid_believed_share" not in method.on_epoch_end() and method.believed_share is None
+    trainer.state.epoch = 3.0
+    assert method.on_epoch_end()["clid_believed_share"] == pytest.approx(1.0) and method.weighting_off
+    assert "after epoch 3" in method.card_notes()[0]
+
+
 def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp_path, monkeypatch):
     from hf_lnl.methods import clid_mu as clid_module
 

@@ -67,12 +67,13 @@ WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vani
 # weight_contrast below which the weighting has not switched on: a sample of the meta weights' low group still weighs
 # more than half as much as one of the high group, so the loss is close to (class-balanced) cross-entropy.
 MIN_WEIGHT_CONTRAST = 0.5
-# clid_disputed_safeguard: at the first epoch end from MIN_DECISION_EPOCH on where the weighting flags at least
-# MIN_FLAGGED_SHARE of the samples, if the model still gave at least MIN_BELIEVED_SHARE of the flagged labels even odds
-# at their last visit, the flags are disputed labels (real crowd noise) rather than flips, and the rest of the run
-# trains on every label. Measured (seed 0 unless said; ablations README): after epoch 1, Task R 38% (seed 1: 0%),
-# Task A sym40 2.0%, B2 sym40 / asym40 0.3% / 4.1%, B 0-0.1%; after epoch 2 the weighting has already made the model
-# give up the flagged tweets (Task R 0% / 3%) and B2 asym40 reaches 10.8%. Not reliable yet: off by default.
+# clid_disputed_safeguard: at the first epoch end from MIN_DECISION_EPOCH on (with a warm-up, from its end) where the
+# weighting flags at least MIN_FLAGGED_SHARE of the samples, if the model still gave at least MIN_BELIEVED_SHARE of the
+# flagged labels even odds at their last visit, the flags are disputed labels (real crowd noise) rather than flips, and
+# the rest of the run trains on every label. Measured (seed 0 unless said; ablations README): after epoch 1, Task R 38%
+# (seed 1: 0%), Task A sym40 2.0%, B2 sym40 / asym40 0.3% / 4.1%, B 0-0.1%; after epoch 2 the weighting has already
+# made the model give up the flagged tweets (Task R 0% / 3%) and B2 asym40 reaches 10.8%; at the end of a warm-up of a
+# third of the epochs Task A asym40 12.7%, B 0% / 4.6%. Not reliable yet: off by default.
 MIN_DECISION_EPOCH = 1
 MIN_FLAGGED_SHARE = 0.01
 MIN_BELIEVED_SHARE = 0.10
@@ -473,13 +474,20 @@ class CLIDMU(LNLMethod):
         std = ((weights - mean).square() * kept).sum().div(count).sqrt()
         return {"meta_weight_mean": mean, "meta_weight_std": std}
 
+    @property
+    def decision_epoch(self) -> int:
+        """The first epoch end at which the disputed-label safeguard may decide: the end of the cross-entropy
+        warm-up when there is one (the beliefs it reads then come from a model the weighting has not shaped), else
+        `MIN_DECISION_EPOCH`."""
+        return max(MIN_DECISION_EPOCH, math.ceil(self.args.clid_warmup_epochs))
+
     def _check_disputed(self, scores: np.ndarray, num_seen: int) -> dict[str, float]:
-        """The disputed-label safeguard, at the first epoch end whose weighting flags enough of the `num_seen`
-        samples visited so far."""
+        """The disputed-label safeguard, at the first epoch end from `decision_epoch` on whose weighting flags
+        enough of the `num_seen` samples visited so far."""
         flagged = scores > self.args.noise_score_threshold
         epoch = round(self.context.epoch or 0)
         enough_flags = flagged.sum() >= MIN_FLAGGED_SHARE * max(num_seen, 1)
-        if self.believed_share is not None or epoch < MIN_DECISION_EPOCH or not enough_flags:
+        if self.believed_share is not None or epoch < self.decision_epoch or not enough_flags:
             return {}
         share = believed_share(flagged.astype(np.float64), self.label_belief.cpu().numpy())
         self.believed_share = share
