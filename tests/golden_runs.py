@@ -39,12 +39,24 @@ UNTIMED = ("runtime", "per_second", "total_flos")
 
 
 def environment() -> dict[str, str]:
-    """What bit-exactness depends on besides the code: the torch build and the CPU's instruction set."""
+    """What bit-exactness depends on besides the code: the torch build, the CPU's instruction set and its model (two
+    AVX512 CPUs of different makers round the same matrix kernels differently in the last bit)."""
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_model": cpu_model(),
         "machine": platform.machine(),
     }
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (as the benchmark rows' `machine` line has it), else the platform's."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+    except OSError:
+        names = []
+    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def golden_run(family: str, method: str, output_dir: str) -> dict[str, Any]:

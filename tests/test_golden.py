@@ -5,9 +5,12 @@ refactoring that changes any number fails here. Re-recorded since for intended c
 `noise_score` no longer divides by two views (only the stage-1 `estimated_noise_rate` log entries changed); CLID-MU's
 class-balanced weights learn from a sample alone in its class (only the clid_mu runs changed); IDO's stage-2
 `noise_score` ranks by wrong events on each side of the mixture's flag (only the ido runs' `noise_score` changed).
-Bit-exactness holds for the torch build and CPU instruction set the runs were recorded with (`environment` in the
-JSON); elsewhere matrix kernels round differently, and the comparison falls back to a relative tolerance of 1e-5 (the
-counts, labels and predictions stay exact).
+Bit-exactness holds for the torch build, CPU instruction set and CPU model the runs were recorded with (`environment`
+in the JSON: an AMD EPYC, the benchmark rows' machine; an AVX512 Intel Xeon differs in the last bit of the first
+steps' losses); elsewhere matrix kernels round differently, and the comparison falls back to a tolerance (relative
+1e-3, absolute 1e-4: CLID-MU's second-order meta steps amplify a last-bit difference to 6e-4 of a meta weight within
+three epochs; the losses stay within 5e-6), the noise scores to the samples they flag and their AUROC to 0.01 (a
+mixture's posterior on nearly equal weights moves by a third), and the counts, labels and predictions stay exact.
 """
 
 import json
@@ -19,9 +22,16 @@ from golden_runs import FAMILIES, METHODS, environment, golden_run
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "golden_runs.json").read_text())
 EXACT = GOLDEN["environment"] == environment()
+FLAG = 0.5  # the default noise_score_threshold
 
 
 def _assert_same(actual, expected, where: str) -> None:
+    if not EXACT and where.endswith(".report.noise_score"):  # a mixture's posterior: compare what it flags
+        assert [a > FLAG for a in actual] == [e > FLAG for e in expected], f"{where}: flags differ"
+        return
+    if not EXACT and where.endswith("noise_detection_auroc"):  # ... and how they rank the flipped labels
+        assert actual == pytest.approx(expected, abs=0.01), f"{where}: {actual!r}, golden {expected!r}"
+        return
     if isinstance(expected, dict):
         assert sorted(actual) == sorted(expected), f"{where}: keys differ"
         for key in expected:
@@ -36,7 +46,7 @@ def _assert_same(actual, expected, where: str) -> None:
         elif EXACT:
             assert actual == expected, f"{where}: {actual!r}, golden {expected!r}"
         else:
-            assert actual == pytest.approx(expected, rel=1e-5, abs=1e-7), f"{where}: {actual!r}, golden {expected!r}"
+            assert actual == pytest.approx(expected, rel=1e-3, abs=1e-4), f"{where}: {actual!r}, golden {expected!r}"
     else:
         assert actual == expected, f"{where}: {actual!r}, golden {expected!r}"
 
