@@ -507,15 +507,19 @@ def publish(text: str, path: str | Path) -> None:
     print(f"written to {path}")
 
 
-def machine_line() -> str:
-    """CPU model, cores, memory and OS, in one line (recorded with every run)."""
-    cpu = platform.processor() or "unknown CPU"
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo, else the platform's (e.g. "AMD EPYC")."""
     try:
         with open("/proc/cpuinfo") as handle:
             names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-        cpu = names[0] if names else cpu
     except OSError:
-        pass
+        names = []
+    return names[0] if names else platform.processor() or "unknown CPU"
+
+
+def machine_line() -> str:
+    """CPU model, cores, memory and OS, in one line (recorded with every run)."""
+    cpu = cpu_model()
     memory = ""
     if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
         memory = f", {os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM"

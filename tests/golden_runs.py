@@ -26,6 +26,9 @@ from transformers import ViTImageProcessor
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 from hf_lnl.noise import add_label_noise
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+from report import cpu_model  # noqa: E402  (the CPU model as the benchmark rows' machine line has it)
+
 METHODS = ("none", "gce", "sce", "ido", "clid_mu")  # the built-in methods when the golden runs were recorded
 # Settings whose default changed after the recording, pinned to the values the golden runs were recorded with.
 # hf_lnl 0.3 made "auto" the default of both (views: "dropout" for images and short texts; correction: "base_belief"
@@ -47,16 +50,6 @@ def environment() -> dict[str, str]:
         "cpu_model": cpu_model(),
         "machine": platform.machine(),
     }
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (as the benchmark rows' `machine` line has it), else the platform's."""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
-    except OSError:
-        names = []
-    return names[0] if names else platform.processor() or "unknown CPU"
 
 
 def golden_run(family: str, method: str, output_dir: str) -> dict[str, Any]:
