@@ -249,7 +249,7 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
         "accuracy_per_epoch": _epoch_accuracies(trainer),
         "clid_per_epoch": [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry],
         "trainings": [_training_cost(trainer, output)],
-        "safeguards": list(getattr(trainer.method, "safeguards", [])),  # what fired, as the model card names it
+        "safeguards": list(trainer.method.safeguards),  # what fired, as the model card names it
     }
     logs = trainer.state.log_history
     decisions = {key: entry[key] for entry in logs for key in SAFEGUARD_STATISTICS if key in entry}

@@ -123,7 +123,7 @@ def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) ->
     _train_until(stop, task, data, train, seed, lnl_method="clid_mu", **settings)
     method = stop.trainer.method
     result: dict[str, object] = {"task": task_name, "cell": cell_name, "seed": seed, "method": "clid_mu"}
-    result["clid_warmup_epochs"] = settings.get("clid_warmup_epochs", 0)
+    result["clid_warmup_epochs"] = clid_mu.warmup_epochs(stop.trainer.args)
     result["prediction_change_share"] = [
         entry["prediction_change"] / len(train) for entry in stop.trainer.state.log_history
         if "prediction_change" in entry and entry["epoch"] <= method.decision_epoch + 1e-6

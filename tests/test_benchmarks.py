@@ -86,7 +86,7 @@ def test_the_image_recipe_s_pretrained_vit_config_trains_with_task_b2_s_recipe()
     assert (config["weight_decay"], config["warmup_steps"], config["max_train_samples"]) == (
         task.weight_decay, task.warmup, tasks.FASHION_MNIST_TRAIN_SIZE)  # fmt: skip
     assert config["ido_stage1_epochs"] == task.ido_stage1_epochs
-    assert config["clid_warmup_epochs"] == task.clid_warmup_epochs
+    assert config.get("clid_warmup_epochs") == task.clid_warmup_epochs  # None: CLID-MU's default, a third
 
 
 def test_clean_subset_trains_on_the_unflipped_samples_only(tmp_path):
@@ -120,8 +120,11 @@ def test_clid_runs_start_with_the_task_s_cross_entropy_warm_up(tmp_path, monkeyp
     for name in ("clid_mu_head", "ido"):
         with pytest.raises(Built):
             methods.run_method(name, task, data, task.cell("sym40"), seed=0, progress=lambda message: None)
-    assert configs["clid_mu"].clid_warmup_epochs == 3 and configs["ido"].clid_warmup_epochs == 0
-    assert "CLID-MU: 3 epochs of cross-entropy first" in task.recipe and "CLID-MU" not in tasks.TASKS["C"].recipe
+    assert configs["clid_mu"].clid_warmup_epochs == 3 and configs["ido"].clid_warmup_epochs is None
+    assert "CLID-MU: 3 epochs of cross-entropy first" in task.recipe
+    # without a task setting CLID-MU keeps its default, a third of the epochs, and the recipe says so
+    assert "CLID-MU: 10 epochs of cross-entropy first" in tasks.TASKS["B2"].recipe
+    assert "CLID-MU: 3 epochs of cross-entropy first" in tasks.TASKS["C"].recipe
 
 
 def test_real_noise_runs_score_the_disputed_samples_and_need_no_clean_labels(tmp_path):

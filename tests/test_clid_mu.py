@@ -10,7 +10,13 @@ from conftest import image_dataset, text_dataset, tiny_bert, tiny_vit
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
 from hf_lnl.clid import LOG_EPS, feature_graph
-from hf_lnl.methods.clid_mu import MIN_WEIGHT_CONTRAST, MetaWeightNet, split_weights, weight_contrast
+from hf_lnl.methods.clid_mu import (
+    MIN_WEIGHT_CONTRAST,
+    MetaWeightNet,
+    split_weights,
+    warmup_epochs,
+    weight_contrast,
+)
 
 COMMON = dict(report_to=[], save_strategy="no", use_cpu=True, logging_steps=1, disable_tqdm=True, seed=0)
 CLID_MU = dict(lnl_method="clid_mu", clid_meta_set_size=16, clid_meta_batch_size=8, per_device_train_batch_size=8)
@@ -357,6 +363,37 @@ def test_warmup_trains_exactly_like_cross_entropy_while_the_meta_network_learns(
         assert torch.allclose(p, trained["clid_mu"][name], atol=1e-5), name
 
 
+def test_the_default_warm_up_is_the_first_third_of_the_run(tmp_path):
+    assert warmup_epochs(_config(tmp_path, num_train_epochs=6)) == 2.0
+    assert warmup_epochs(_config(tmp_path, num_train_epochs=8)) == 3.0
+    assert warmup_epochs(_config(tmp_path, num_train_epochs=8, clid_warmup_epochs=0)) == 0.0  # the paper's CLID-MU
+    assert warmup_epochs(_config(tmp_path, max_steps=6)) is None  # counted in steps instead
+    data = _with_noise(text_dataset(24), 3)  # 3 optimiser steps per epoch at batch 8
+    trained = {}
+    for name, extra in (
+        ("default, 3 epochs", {"num_train_epochs": 3}),
+        ("1 epoch given", {"num_train_epochs": 3, "clid_warmup_epochs": 1.0}),
+        ("no warm-up", {"num_train_epochs": 3, "clid_warmup_epochs": 0.0}),
+        ("default, 6 steps", {"max_steps": 6}),
+        ("2 of 6 steps given", {"max_steps": 6, "clid_warmup_epochs": 0.5}),  # steps 0 and 1 start before epoch 0.5
+        ("no warm-up, 6 steps", {"max_steps": 6, "clid_warmup_epochs": 0.0}),
+    ):
+        model = _spread(tiny_bert(dropout=0.0), 10.0)
+        args = _config(tmp_path / name, learning_rate=1e-3, **extra)
+        trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
+        trainer.train()
+        trained[name] = torch.cat([p.detach().flatten() for p in model.parameters()])
+        if name.startswith("default"):
+            length = "the first 1 epoch(s)" if "epochs" in name else "the first third of the steps"
+            assert any(length in note and "cross-entropy" in note for note in trainer.method.card_notes())
+        if name.startswith("no warm-up"):
+            assert not any("cross-entropy while" in note for note in trainer.method.card_notes())
+    assert torch.equal(trained["default, 3 epochs"], trained["1 epoch given"])
+    assert not torch.equal(trained["default, 3 epochs"], trained["no warm-up"])
+    assert torch.equal(trained["default, 6 steps"], trained["2 of 6 steps given"])
+    assert not torch.equal(trained["default, 6 steps"], trained["no warm-up, 6 steps"])
+
+
 # ------------------------------------------------------------------------------------------- weight contrast
 def test_weight_contrast_tells_two_groups_from_one():
     rng = np.random.default_rng(0)
@@ -383,7 +420,7 @@ def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_
     card = (tmp_path / "out" / "README.md").read_text()
     assert "CLID-MU's weighting had not switched on" in card and f"{contrasts[-1]:.2f}" in card
     trainer.method.contrast = 0.9  # a weighting that did switch on: no note
-    assert trainer.method.card_notes() == []
+    assert not any("had not switched on" in note for note in trainer.method.card_notes())
 
 
 # ------------------------------------------------------------------------------------ disputed-label safeguard
@@ -404,9 +441,9 @@ def test_disputed_safeguard_fires_only_when_the_down_weighted_labels_are_still_b
         trainer.state.epoch = 1.0
         logs = method.on_epoch_end()
         assert logs["clid_believed_share"] == pytest.approx(3 / 6 if fires else 0.0)  # of the 6 flagged labels
-        assert method.weighting_off == fires and bool(method.card_notes()) == fires
+        assert method.weighting_off == fires and bool(method.safeguards) == fires
         if fires:
-            assert "disputed labels rather than flips" in method.card_notes()[0]
+            assert "disputed labels rather than flips" in method.card_notes()[0]  # safeguards come first
         method.label_belief[:] = 1.0  # decided once: a later epoch end measures nothing again
         assert "clid_believed_share" not in method.on_epoch_end() and method.weighting_off == fires
 

@@ -223,6 +223,10 @@ class LNLMethod:
         num_views: Forwards per sample and epoch that may each count a wrong event.
         returns_batch_mean: `compute_loss` returns a mean over the micro-batch (False: the Trainer's own loss).
         restarts_optimizer: The method calls `restart_optimization()`, so an optimiser instance cannot be passed.
+
+    Attributes:
+        safeguards: What the method's safeguards did in this run, one sentence each (a method appends when one
+            fires and names them in `card_notes()`; harnesses read them from here).
     """
 
     name: ClassVar[str] = ""
@@ -242,6 +246,7 @@ class LNLMethod:
         self.context = context
         self.args = context.args
         self.settings = self.parse_settings(getattr(context.args, "lnl_method_kwargs", None))
+        self.safeguards: list[str] = []
 
     # ---------------------------------------------------------------------------------------- configuration
     @classmethod

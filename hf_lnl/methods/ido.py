@@ -215,7 +215,7 @@ class IDO(LNLMethod):
         self.base_state: dict[str, torch.Tensor] | None = None
         self.stage1_counts: torch.Tensor | None = None
         self._stage1_epochs_from_disk = 0
-        self.safeguards: list[str] = []  # what the safeguards did, for the log and the model card
+        self.safeguards = []  # a new training run starts with none fired
         self.fallback = False  # the premise safeguard fired: stage 2 is ido_fallback_loss on the unaugmented inputs
         self._views_mode = self.args.ido_views  # "auto" becomes "augmented" (text) or "dropout" (images)
         self.correction = self.args.ido_correction  # "auto" becomes "base_belief" or "entropy" when stage 2 starts
