@@ -64,6 +64,9 @@ class NoisyLabelConfig(TrainingArguments):
             views and in proportion to `p_noisy`, the distribution the base model predicted for it at the base epoch,
             instead of the entropy term; its most probable class is the report's corrected label) or `"discard"` (no
             target: a flagged sample only loses weight).
+        ido_belief_full_at: With `"base_belief"`, the base model's probability of a label from which the label is kept
+            whole: a sample's cross-entropy weighs `p_clean + (1 - p_clean) min(1, q_y / ido_belief_full_at)`
+            (default 1.0: in proportion to `q_y`; 0.5 keeps whole every label the base model gave even odds).
         ido_pseudo_label_threshold: Smallest weak-view confidence that makes a pseudo-label (`0` corrects every
             flagged sample, as dynamic hard bootstrapping).
         ido_views: `"dropout"` (both views are the inputs as given, so stage 1 trains on them and the two stage-2
@@ -168,6 +171,9 @@ class NoisyLabelConfig(TrainingArguments):
     )
     ido_correction: str = field(
         default="auto", metadata={"help": "Stage 2's target for flagged samples.", "choices": CORRECTIONS}
+    )
+    ido_belief_full_at: float = field(
+        default=1.0, metadata={"help": "'base_belief': the base model's probability that keeps a label whole."}
     )
     ido_pseudo_label_threshold: float = field(
         default=0.95, metadata={"help": "Smallest weak-view confidence for an IDO pseudo-label."}

@@ -84,6 +84,19 @@ def test_base_belief_keeps_a_flagged_label_in_proportion_to_the_base_models_beli
     assert torch.isclose(clean["ce"], ce) and clean["entropy"] == 0  # a clean sample keeps its label whatever
 
 
+def test_belief_full_at_keeps_a_label_the_base_model_gives_even_odds_whole():
+    z_w = torch.tensor([[1.0, 0.5, 0.0]] * 2, requires_grad=True)
+    z_s = torch.tensor([[0.5, 1.0, 0.0]] * 2, requires_grad=True)
+    flagged, labels = _stats(0.0, 1.0, 1.0, 1.0).repeat(2, 1), torch.tensor([2, 2])
+    ce = sum(torch.nn.functional.cross_entropy(z, torch.tensor([2])) for z in (z_w[:1], z_s[:1]))
+    per_sample, _ = ido_loss(z_w, z_s, labels, flagged, label_belief=torch.tensor([0.6, 0.2]), belief_full_at=0.5)
+    entropy_only, _ = ido_loss(z_w, z_s, labels, flagged, label_belief=torch.tensor([0.0, 0.0]))
+    assert torch.isclose(per_sample[0], ce)  # 0.6 >= 0.5: the whole cross-entropy, no entropy term
+    assert torch.isclose(per_sample[1], 0.4 * ce + 0.6 * entropy_only[1])  # 0.2 / 0.5 of the label kept
+    default, _ = ido_loss(z_w, z_s, labels, flagged, label_belief=torch.tensor([0.6, 0.2]))
+    assert torch.isclose(default[1], 0.2 * ce + 0.8 * entropy_only[1])  # 1.0: in proportion to the belief
+
+
 def test_base_prediction_teaches_a_flagged_sample_the_base_models_distribution_on_both_views():
     z_w = torch.tensor([[1.0, 0.5, 0.0]], requires_grad=True)
     z_s = torch.tensor([[0.5, 1.0, 0.0]], requires_grad=True)

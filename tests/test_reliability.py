@@ -107,6 +107,7 @@ def test_1_a_robust_method_trains_on_a_label_column_of_another_name(tmp_path):
         ("clid_mu", "clid_meta_weight_decay", -1.0), ("clid_mu", "clid_warmup_epochs", -1.0),
         ("clid_mu", "clid_meta_hidden_size", 0), ("clid_mu", "clid_temperature", 0.0),
         ("none", "clid_temperature", -1.0), ("ido", "ido_min_class_samples", -3), ("ido", "ido_mask_token_id", -1),
+        ("ido", "ido_belief_full_at", 0.0), ("ido", "ido_belief_full_at", 1.5),
     ],
 )  # fmt: skip
 def test_2_10_nonsense_settings_are_refused_by_name(tmp_path, method, setting, value):

@@ -187,6 +187,11 @@ class IDO(LNLMethod):
         _check_choice("ido_fallback_loss", args.ido_fallback_loss, FALLBACK_LOSSES)
         _check_choice("ido_views", args.ido_views, VIEWS)
         check_confidence_threshold("ido_pseudo_label_threshold", args.ido_pseudo_label_threshold)
+        if not 0.0 < args.ido_belief_full_at <= 1.0:
+            raise ValueError(
+                "ido_belief_full_at must lie in (0, 1] (a probability of the given label), got "
+                f"{args.ido_belief_full_at}."
+            )
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
         if not 0.0 <= args.ido_randaugment_magnitude <= RANDAUGMENT_MAX_MAGNITUDE:
@@ -332,6 +337,7 @@ class IDO(LNLMethod):
             label_belief=belief,
             teach_flagged=self.correction != "discard",
             soft_targets=soft_targets,
+            belief_full_at=self.args.ido_belief_full_at,
         )
         if self._corrects:
             self.weak_predictions.update(sample_index, logits_weak)
@@ -793,6 +799,7 @@ def ido_loss(
     label_belief: torch.Tensor | None = None,
     teach_flagged: bool = True,
     soft_targets: torch.Tensor | None = None,
+    belief_full_at: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """IDO's stage-2 loss. Returns per-sample losses and the batch parts (`loss`, `ce`, `consistency`, and `entropy`
     or, with a `pseudo_label_threshold`, `correction` and `corrected`: the share of the batch pseudo-labelled).
@@ -808,6 +815,8 @@ def ido_loss(
             sample keeps `p_keep = p_clean + (1 - p_clean) belief` of its cross-entropy, and the flagged term takes
             `1 - p_keep` (None: `p_keep = p_clean`, the paper).
         teach_flagged: False drops the flagged term (`ido_correction="discard"`: a flagged sample only loses weight).
+        belief_full_at: With `label_belief`, the belief from which a label is kept whole: `p_keep = p_clean +
+            (1 - p_clean) min(1, belief / belief_full_at)` (1.0: in proportion to the belief).
 
     Example:
         >>> z = torch.zeros(2, 3)
@@ -822,7 +831,11 @@ def ido_loss(
     ce = F.cross_entropy(z_w, safe, reduction="none") + F.cross_entropy(z_s, safe, reduction="none")
     weight = p_clean * cdf0 + (1.0 - p_noisy) * (1.0 - cdf1)
     consistency = (z_w - z_s).pow(2).mean(dim=-1)
-    p_keep = p_clean if label_belief is None else p_clean + (1.0 - p_clean) * label_belief.float().detach()
+    if label_belief is None:
+        p_keep = p_clean
+    else:
+        kept_share = (label_belief.float().detach() / belief_full_at).clamp(max=1.0)
+        p_keep = p_clean + (1.0 - p_clean) * kept_share
     parts_per_sample = {"ce": p_keep * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
     corrects = teach_flagged and pseudo_label_threshold is not None
