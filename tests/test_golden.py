@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 from golden_runs import FAMILIES, METHODS, environment, golden_run
 
+from hf_lnl import NoisyLabelConfig
+
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "golden_runs.json").read_text())
 EXACT = GOLDEN["environment"] == environment()
-FLAG = 0.5  # the default noise_score_threshold
+FLAG = NoisyLabelConfig.__dataclass_fields__["noise_score_threshold"].default  # the golden runs' threshold
 
 
 def _assert_same(actual, expected, where: str) -> None:
