@@ -51,7 +51,7 @@ class NoisyLabelConfig(TrainingArguments):
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
         ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"auto"` (default:
-            `"base_belief"` when the base model still gives at least 10% of the flagged labels even odds or better,
+            `"base_belief"` when the base model still gives at least 20% of the flagged labels even odds or better,
             as on real crowd noise, else `"entropy"`; decided as stage 2 starts, logged as `ido_believed_share`,
             named in the model card when it keeps the belief), `"entropy"` (the paper: the
             confidence-weighted entropy of its own prediction), `"pseudo_label"` (label correction: cross-entropy of
@@ -112,7 +112,7 @@ class NoisyLabelConfig(TrainingArguments):
         clid_disputed_safeguard: At the first epoch end (from the end of the warm-up on, when there is one: the
             beliefs then come from cross-entropy training) whose weighting flags at least 1% of the samples, measure
             the share of the flagged labels the model still gave even odds or better at their last visit
-            (`clid_believed_share`, logged); at 10% or more they look like disputed labels (real crowd noise) rather
+            (`clid_believed_share`, logged); at 20% or more they look like disputed labels (real crowd noise) rather
             than flips, and the rest of the run trains on every label with plain cross-entropy (the meta network
             stops). Logged and named in the model card when it fires. Off by default: on real crowd noise it fired
             on one seed of two (Task R: 87.6 against plain CLID-MU's 81.9 and `Trainer`'s 87.1).

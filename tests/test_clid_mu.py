@@ -270,6 +270,20 @@ def test_resume_from_a_middle_checkpoint_ends_identically(tmp_path):
     assert losses[0] == losses[1] and len(losses[0]) == 12
 
 
+def test_resume_under_max_steps_keeps_the_epoch_the_warm_up_ended(tmp_path):
+    # with max_steps the warm-up is a third of the steps, and the disputed-label safeguard decides at the first epoch
+    # end after it: a run resumed past the warm-up's end must decide at the same epoch end as the uninterrupted run
+    data = _with_noise(text_dataset(48), num_labels=4)
+    kwargs = dict(max_steps=12, save_strategy="steps", save_steps=8, clid_disputed_safeguard=True)
+    full = NoisyLabelTrainer(model=tiny_bert(dropout=0.1), args=_config(tmp_path, **kwargs), train_dataset=data)
+    full.train()
+    assert full.method._warmup_end_epoch == pytest.approx(4 / 6) and full.method.decision_epoch == 1
+    resumed = NoisyLabelTrainer(model=tiny_bert(dropout=0.1, seed=1), args=_config(tmp_path / "resumed", **kwargs),
+                                train_dataset=data)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-8"))  # epoch 1.33, after the warm-up
+    assert resumed.method._warmup_end_epoch == pytest.approx(4 / 6) and resumed.method.decision_epoch == 1
+
+
 def test_split_weights_gives_the_low_weight_component_posterior():
     rng = np.random.default_rng(0)
     trusted, distrusted = rng.normal(0.6, 0.05, 600), rng.normal(0.1, 0.04, 400)

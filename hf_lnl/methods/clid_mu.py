@@ -35,6 +35,7 @@ from torch.func import functional_call
 
 from ..clid import clid
 from ..correction import (
+    MIN_BELIEVED_SHARE,
     PredictionMemory,
     believed_share,
     check_confidence_threshold,
@@ -76,7 +77,6 @@ MIN_WEIGHT_CONTRAST = 0.5
 # third of the epochs Task A asym40 12.7%, B 0% / 4.6%. Not reliable yet: off by default.
 MIN_DECISION_EPOCH = 1
 MIN_FLAGGED_SHARE = 0.01
-MIN_BELIEVED_SHARE = 0.10
 # clid_warmup_epochs=None: the first third of the run is cross-entropy (whole epochs: 6 -> 2, 8 -> 3, 30 -> 10).
 # Measured against no warm-up (ablations README, "CLID-MU with a third of the epochs as warm-up"): real crowd noise
 # (Task R) +4 to +5 points, the pretrained ViT (Task B2) +2.2 to +2.8, a ViT from scratch (Task B) +2, Task A level
@@ -592,6 +592,7 @@ class CLIDMU(LNLMethod):
             "believed_share": self.believed_share,
             "weighting_off": self.weighting_off,
             "safeguards": list(self.safeguards),
+            "warmup_end_epoch": self._warmup_end_epoch,
         }
 
     def card_notes(self) -> list[str]:
@@ -630,6 +631,7 @@ class CLIDMU(LNLMethod):
         self.believed_share = metadata.get("believed_share")  # written since clid_disputed_safeguard (hf_lnl 0.3)
         self.weighting_off = bool(metadata.get("weighting_off", False))
         self.safeguards = list(metadata.get("safeguards", []))
+        self._warmup_end_epoch = metadata.get("warmup_end_epoch")  # written since hf_lnl 0.3 (matters under max_steps)
         if self.label_belief is not None:
             if "label_belief" not in tensors:
                 raise ValueError(

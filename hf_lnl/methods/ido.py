@@ -47,6 +47,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..correction import (
+    MIN_BELIEVED_SHARE,
     PredictionMemory,
     SoftTargetMemory,
     believed_share,
@@ -91,12 +92,6 @@ STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<inpu
 # included): 15% masking of a short text removes much of its meaning. Measured between Task R's tweets (median 34:
 # masking costs IDO 1.1 points) and Task A's news excerpts (64, all truncated: masking gains 0.4 and 2.1).
 MIN_MASKED_TEXT_TOKENS = 48
-# ido_correction="auto": stage 2 keeps the base model's belief in the flagged labels ("base_belief") when at least
-# this share of them (p_noisy > 1/2) still has at least even odds under the base model: the flags are then disputed
-# labels, mostly right, rather than flips. Measured at the end of stage 1 (seeds 0-2): real crowd noise (Task R)
-# 32-33%; 40% synthetic flips 0.4-3.0% (Task A sym40, asym40) and 0.3-6.4% (Task B2 sym40, asym40); seed 0: Task A
-# sym60 0%, inst40 3.5%, and at low noise, where the mixture flags many clean labels, sym20 32% and sym0 86%.
-MIN_BELIEVED_SHARE = 0.10
 TEXT_LENGTH_SAMPLE = 1000  # rows read (a seeded draw, the same on every process) to measure the median text length
 IDO_CITATION = Citation(
     key="zhang2025handling",
