@@ -34,7 +34,7 @@ METHODS = ("none", "gce", "sce", "ido", "clid_mu")  # the built-in methods when 
 # hf_lnl 0.3 made "auto" the default of both (views: "dropout" for images and short texts; correction: "base_belief"
 # where the base model still believes the flagged labels).
 RECORDED_SETTINGS = {
-    "ido": {"ido_views": "augmented", "ido_correction": "entropy"},
+    "ido": {"ido_views": "augmented", "ido_correction": "entropy", "ido_stage1_constant_lr": False},  # 0.3: True
     "clid_mu": {"clid_warmup_epochs": 0},  # hf_lnl 0.3 made a third of the epochs CLID-MU's default warm-up
 }
 # Log entries added since the recording that report on training without changing it (left out of the comparison).

@@ -575,17 +575,23 @@ def test_strong_view_magnitude_is_validated_and_reaches_randaugment(tmp_path):
     assert trainer.method._views._randaugment.m == 5.0
 
 
-def test_stage1_constant_learning_rate_then_a_fresh_stage2_schedule(tmp_path):
+@pytest.mark.parametrize("constant", [None, False])  # None: the default (hf_lnl 0.3: constant)
+def test_stage1_learning_rate_then_a_fresh_stage2_schedule(tmp_path, constant):
+    settings = {} if constant is None else {"ido_stage1_constant_lr": constant}
     args = NoisyLabelConfig(
-        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, ido_stage1_constant_lr=True,
-        learning_rate=1e-3, **{**COMMON, "logging_steps": 1},
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, learning_rate=1e-3,
+        **settings, **{**COMMON, "logging_steps": 1},
     )  # fmt: skip
     trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
     trainer.train()
     rates = [(e["epoch"], e["learning_rate"]) for e in trainer.state.log_history if "learning_rate" in e]
     stage1 = [rate for epoch, rate in rates if epoch <= 2]
     stage2 = [rate for epoch, rate in rates if epoch > 2]
-    assert stage1 == [1e-3] * len(stage1) and len(stage1) == 12
+    assert len(stage1) == 12
+    if constant is None:  # the authors' constant stage-1 rate
+        assert stage1 == [1e-3] * len(stage1)
+    else:  # the config's linear decay within stage 1's own steps
+        assert stage1 == sorted(stage1, reverse=True) and stage1[-1] < 1e-3 / 2
     assert stage2[0] == pytest.approx(1e-3) and stage2 == sorted(stage2, reverse=True) and stage2[-1] < 1e-3 / 2
 
 
@@ -619,7 +625,9 @@ def test_stage1_extension_safeguard_fires_on_a_falling_prediction_change_and_is_
     card = (tmp_path / "README.md").read_text()
     assert card.count("IDO safeguard fired: stage 1 extended") == 2 and "(20 -> 10 samples)" in card
     with pytest.raises(ValueError, match="ido_extend_stage1 needs ido_stage1_constant_lr"):
-        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_extend_stage1=True)
+        NoisyLabelConfig(
+            str(tmp_path), lnl_method="ido", num_train_epochs=6, ido_extend_stage1=True, ido_stage1_constant_lr=False
+        )
 
 
 def test_stage1_extension_never_fires_with_a_two_epoch_stage1(tmp_path):

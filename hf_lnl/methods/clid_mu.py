@@ -74,7 +74,9 @@ MIN_WEIGHT_CONTRAST = 0.5
 # the rest of the run trains on every label. Measured (seed 0 unless said; ablations README): after epoch 1, Task R 38%
 # (seed 1: 0%), Task A sym40 2.0%, B2 sym40 / asym40 0.3% / 4.1%, B 0-0.1%; after epoch 2 the weighting has already
 # made the model give up the flagged tweets (Task R 0% / 3%) and B2 asym40 reaches 10.8%; at the end of a warm-up of a
-# third of the epochs Task A asym40 12.7%, B 0% / 4.6%. Not reliable yet: off by default.
+# third of the epochs Task A asym40 12.7%, B 0% / 4.6%, Task R 0% (seed 0). A sample's weight is the meta network's
+# function of the loss at the visit its belief is read from, so the share reads where the network cuts the loss
+# (above or below ln 2), not the labels. Not reliable: off by default.
 MIN_DECISION_EPOCH = 1
 MIN_FLAGGED_SHARE = 0.01
 # clid_warmup_epochs=None: the first third of the run is cross-entropy (whole epochs: 6 -> 2, 8 -> 3, 30 -> 10).

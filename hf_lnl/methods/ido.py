@@ -1,6 +1,7 @@
 """IDO: instance-level difficulty modelling and dynamic optimisation (Zhang et al., NeurIPS 2025, arXiv 2505.00812).
 
-Stage 1 fine-tunes with cross-entropy on the weak view while counting wrong events, and picks a base model by
+Stage 1 fine-tunes with cross-entropy on the weak view while counting wrong events, at a constant learning rate by
+default (`ido_stage1_constant_lr`, the authors' schedule for pretrained backbones), and picks a base model by
 prediction change. Stage 2 restarts from the base model with a fresh optimiser and schedule, fits a beta mixture on
 the counts (refitted every epoch) and trains on a weak and a strong view with a per-sample, hyper-parameter-free
 weighted loss:
