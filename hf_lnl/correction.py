@@ -28,9 +28,10 @@ BELIEVED = 0.5  # a flagged label the model gives at least this probability coun
 # IDO's ido_correction="auto" and CLID-MU's clid_disputed_safeguard: when a model trained with plain cross-entropy
 # still gives at least this share of the flagged labels (p_noisy > 1/2) even odds, the flags are disputed labels,
 # mostly right (real crowd noise), rather than flips. Measured (ablations README), disputed: Task R 32-33% (IDO's base
-# model, seeds 0-2, either stage-1 schedule). Flips: IDO's default stage-1 schedule 0.4-3.0% (Task A sym40, asym40,
+# model, seeds 0-2, either stage-1 schedule). Flips: IDO's former stage-1 schedule 0.4-3.0% (Task A sym40, asym40,
 # seeds 0-2), 0.3-6.4% (B2 sym40, asym40), Task A sym60 0%, inst40 3.5% (seed 0); two epochs at the full learning rate
-# begin to learn look-alike flips: Task A asym40 12.2% (IDO's constant stage-1 rate), 12.7% (CLID-MU's warm-up end).
+# begin to learn look-alike flips: Task A asym40 12.2% (IDO's constant stage-1 rate), 12.7% (CLID-MU's warm-up end);
+# Task B2 asym40 4.5-9.7% (IDO's constant stage-1 rate, 15 epochs, seeds 0-2).
 # 20% lies in the gap (10% until hf_lnl 0.3, which only the constant rate crossed). At low noise, where the flags are
 # mostly clean labels, the share is high too (Task A sym20 32%, sym0 86%).
 MIN_BELIEVED_SHARE = 0.20
