@@ -35,8 +35,8 @@ from tasks import AGREEMENT_COLUMN, REPO, TASKS, load_task
 from transformers import TrainerCallback
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer
+from hf_lnl.correction import MIN_BELIEVED_SHARE, believed_share
 from hf_lnl.methods import clid_mu
-from hf_lnl.methods.ido import MIN_BELIEVED_SHARE, believed_share
 
 
 class StopAtStage2(TrainerCallback):
@@ -133,7 +133,7 @@ def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) ->
         return {**result, "decided": False, "contrast": method.contrast}
     return {
         **result, "decided_after_epoch": stop.epoch, "contrast": method.contrast,
-        "believed_share": method.believed_share, "fires": method.believed_share >= clid_mu.MIN_BELIEVED_SHARE,
+        "believed_share": method.believed_share, "fires": method.believed_share >= MIN_BELIEVED_SHARE,
     }  # fmt: skip
 
 
