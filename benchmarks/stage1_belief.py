@@ -7,11 +7,12 @@ trusted ones, and `believed_share` (flagged labels with `q_y` >= 1/2), the stati
 `MIN_BELIEVED_SHARE`. With clean labels it splits the flagged by truly flipped or not; on Task R by disputed or not.
 
 With `--method clid_mu` it measures CLID-MU's safeguards instead: it trains CLID-MU (the harness's `clid_mu_head`)
-until the first epoch end (after the warm-up, when there is one) whose weighting flags enough samples, and prints the
-share of the flagged labels the model then gave even odds (`clid_believed_share`) and whether the safeguard would
-fire, with the training signals at that epoch end (the share of samples the weighting trusts, their wrong events per
-epoch, the training error, the prediction change per epoch): what a safeguard deciding at the end of a cross-entropy
-warm-up could read. Until then the run is the harness's run with `clid_disputed_safeguard` on.
+until the first epoch end (after the warm-up, when there is one) whose wrong-event mixture flags enough samples, and
+prints the share of the flagged labels (`flagged_share`) and of those the model then gave even odds
+(`clid_believed_share`), whether the safeguard would fire, and the training signals at that epoch end (the share of
+samples the weighting trusts, their wrong events per epoch, the training error, the prediction change per epoch):
+what a safeguard deciding at the end of a cross-entropy warm-up could read. Until then the run is the harness's run
+with `clid_disputed_safeguard` on.
 
 Usage:
     python benchmarks/stage1_belief.py --task R --cell real --seed 0
@@ -131,6 +132,7 @@ def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) ->
     result.update(stop.signals or {})
     if method.believed_share is None:
         return {**result, "decided": False, "contrast": method.contrast}
+    result["flagged_share"] = float((method._wrong_event_p_noisy() > 0.5).mean())  # the flags the safeguard read
     return {
         **result, "decided_after_epoch": stop.epoch, "contrast": method.contrast,
         "believed_share": method.believed_share, "fires": method.believed_share >= MIN_BELIEVED_SHARE,

@@ -111,15 +111,13 @@ class NoisyLabelConfig(TrainingArguments):
             prediction the model made at its previous visit when that was at least `clid_pseudo_label_threshold`
             confident; the corrected label and its confidence go into the noise report).
         clid_pseudo_label_threshold: Smallest confidence of the previous visit's prediction that makes a pseudo-label.
-        clid_disputed_safeguard: At the first epoch end (from the end of the warm-up on, when there is one: the
-            beliefs then come from cross-entropy training) whose weighting flags at least 1% of the samples, measure
-            the share of the flagged labels the model still gave even odds or better at their last visit
-            (`clid_believed_share`, logged); at 20% or more they look like disputed labels (real crowd noise) rather
-            than flips, and the rest of the run trains on every label with plain cross-entropy (the meta network
-            stops). Logged and named in the model card when it fires. Off by default, and not a test of the labels
-            yet: a sample's weight and its belief come from the same visit and the weight is a function of that
-            visit's loss, so the share mostly says whether the meta network's loss cut-off lies below ln 2 (Task R
-            at the warm-up's end: 0%; Task A asym40: 12.7%).
+        clid_disputed_safeguard: At the first epoch end from epoch 2 on (from the end of the warm-up, when there is
+            one: the beliefs then come from cross-entropy training), fit IDO's stage-1 beta mixture (per class) to the
+            wrong events counted so far and measure the share of the labels it flags that the model still gave even
+            odds or better at their last visit (`clid_believed_share`, logged); at 20% or more they look like
+            disputed labels (real crowd noise: wrong early, accepted since) rather than flips, and the rest of the
+            run trains on every label with plain cross-entropy (the meta network stops). Logged and named in the
+            model card when it fires. Off by default (measurements: the ablations README).
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
             `metric_for_best_model="clid"`.
 

@@ -272,16 +272,16 @@ def test_resume_from_a_middle_checkpoint_ends_identically(tmp_path):
 
 def test_resume_under_max_steps_keeps_the_epoch_the_warm_up_ended(tmp_path):
     # with max_steps the warm-up is a third of the steps, and the disputed-label safeguard decides at the first epoch
-    # end after it: a run resumed past the warm-up's end must decide at the same epoch end as the uninterrupted run
+    # end after it (from MIN_DECISION_EPOCH on): a run resumed past the warm-up's end must keep the epoch it ended
     data = _with_noise(text_dataset(48), num_labels=4)
     kwargs = dict(max_steps=12, save_strategy="steps", save_steps=8, clid_disputed_safeguard=True)
     full = NoisyLabelTrainer(model=tiny_bert(dropout=0.1), args=_config(tmp_path, **kwargs), train_dataset=data)
     full.train()
-    assert full.method._warmup_end_epoch == pytest.approx(4 / 6) and full.method.decision_epoch == 1
+    assert full.method._warmup_end_epoch == pytest.approx(4 / 6) and full.method.decision_epoch == 2
     resumed = NoisyLabelTrainer(model=tiny_bert(dropout=0.1, seed=1), args=_config(tmp_path / "resumed", **kwargs),
                                 train_dataset=data)
     resumed.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-8"))  # epoch 1.33, after the warm-up
-    assert resumed.method._warmup_end_epoch == pytest.approx(4 / 6) and resumed.method.decision_epoch == 1
+    assert resumed.method._warmup_end_epoch == pytest.approx(4 / 6) and resumed.method.decision_epoch == 2
 
 
 def test_split_weights_gives_the_low_weight_component_posterior():
@@ -439,40 +439,46 @@ def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_
 
 
 # ------------------------------------------------------------------------------------ disputed-label safeguard
-def test_disputed_safeguard_fires_only_when_the_down_weighted_labels_are_still_believed(tmp_path):
-    rng = np.random.default_rng(0)
-    split = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
+def _disputed_setup(tmp_path, **settings):
+    """A CLID-MU trainer set up (tracker included) on 16 samples whose wrong events flag the last 6, and whose meta
+    weights have not split: the safeguard must read the wrong events, not the weights."""
+    model, data = _family("bert", n=16)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path, clid_disputed_safeguard=True, **settings),
+                                train_dataset=data)  # fmt: skip
+    trainer._setup_lnl_state()
+    trainer.tracker.wrong_events[:-1] = torch.tensor([0] * 10 + [2] * 6, dtype=torch.int32)
+    trainer.method.meta_weight[:-1] = 0.5
+    return trainer, trainer.method
+
+
+def test_disputed_safeguard_fires_only_when_the_labels_its_wrong_events_flag_are_still_believed(tmp_path):
     for low_group_belief, fires in (([0.9, 0.7, 0.5, 0.2, 0.1, 0.1], True), ([0.3, 0.2, 0.1, 0.1, 0.05, 0.0], False)):
-        model, data = _family("bert", n=16)
-        trainer = NoisyLabelTrainer(
-            model=model, args=_config(tmp_path, clid_disputed_safeguard=True), train_dataset=data
-        )
-        method = trainer.method
-        method.setup()
-        method.meta_weight[:-1] = torch.from_numpy(split)
-        method.label_belief[:] = torch.tensor([0.9] * 10 + low_group_belief)  # the high group is believed anyway
-        trainer.state.epoch = 0.0  # before the first epoch end (MIN_DECISION_EPOCH): no decision
+        trainer, method = _disputed_setup(tmp_path)
+        method.label_belief[:] = torch.tensor([0.9] * 10 + low_group_belief)  # the trusted group is believed anyway
+        trainer.state.epoch = 1.0  # before MIN_DECISION_EPOCH (one epoch's wrong events have no history): no decision
         assert "clid_believed_share" not in method.on_epoch_end() and method.believed_share is None
-        trainer.state.epoch = 1.0
+        trainer.state.epoch = 2.0
         logs = method.on_epoch_end()
         assert logs["clid_believed_share"] == pytest.approx(3 / 6 if fires else 0.0)  # of the 6 flagged labels
         assert method.weighting_off == fires and bool(method.safeguards) == fires
         if fires:
             assert "disputed labels rather than flips" in method.card_notes()[0]  # safeguards come first
         method.label_belief[:] = 1.0  # decided once: a later epoch end measures nothing again
+        trainer.state.epoch = 3.0
         assert "clid_believed_share" not in method.on_epoch_end() and method.weighting_off == fires
 
 
+def test_disputed_safeguard_waits_for_wrong_events_that_flag_enough_samples(tmp_path):
+    trainer, method = _disputed_setup(tmp_path)
+    trainer.tracker.wrong_events[:-1] = 1  # every sample alike: the mixture flags none
+    method.label_belief[:] = 0.9
+    trainer.state.epoch = 2.0
+    assert "clid_believed_share" not in method.on_epoch_end() and method.believed_share is None
+
+
 def test_disputed_safeguard_decides_at_the_end_of_the_cross_entropy_warm_up(tmp_path):
-    rng = np.random.default_rng(0)
-    split = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
-    model, data = _family("bert", n=16)
-    args = _config(tmp_path, clid_disputed_safeguard=True, clid_warmup_epochs=2.5)
-    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
-    method = trainer.method
-    method.setup()
+    trainer, method = _disputed_setup(tmp_path, clid_warmup_epochs=2.5)
     assert method.decision_epoch == 3  # the first epoch end after the warm-up
-    method.meta_weight[:-1] = torch.from_numpy(split)
     method.label_belief[:] = 0.9  # every flagged label believed: it would fire at once without the warm-up
     for epoch in (1.0, 2.0):  # inside the warm-up the beliefs are still being learnt: no decision
         trainer.state.epoch = epoch
@@ -485,18 +491,17 @@ def test_disputed_safeguard_decides_at_the_end_of_the_cross_entropy_warm_up(tmp_
 def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp_path, monkeypatch):
     from hf_lnl.methods import clid_mu as clid_module
 
-    monkeypatch.setattr(clid_module, "MIN_BELIEVED_SHARE", 0.0)  # fire at the first epoch end with any flag
+    monkeypatch.setattr(clid_module, "MIN_BELIEVED_SHARE", 0.0)  # fire at the first decision epoch end (epoch 2)
     monkeypatch.setattr(clid_module, "MIN_FLAGGED_SHARE", 0.0)
     data = _with_noise(text_dataset(24), 3)
     model = _spread(tiny_bert(dropout=0.0), 10.0)
-    args = _config(tmp_path, num_train_epochs=2, learning_rate=1e-3, clid_disputed_safeguard=True,
-                   noise_score_threshold=0.0)  # fmt: skip
+    args = _config(tmp_path, num_train_epochs=3, learning_rate=1e-3, clid_disputed_safeguard=True)
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
     trainer.train()
     assert trainer.method.weighting_off and trainer.method.believed_share is not None
     logs = trainer.state.log_history
     epoch_of_meta_steps = [entry["epoch"] for entry in logs if "clid_meta_loss" in entry]
-    assert epoch_of_meta_steps and max(epoch_of_meta_steps) <= 1.0  # the meta network stopped after epoch 1
+    assert epoch_of_meta_steps and max(epoch_of_meta_steps) <= 2.0  # the meta network stopped after epoch 2
     batch = _training_batch(trainer, data)
     labels = batch["labels"].clone()
     sample_index = batch.pop(trainer.args.sample_index_column)

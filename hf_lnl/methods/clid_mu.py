@@ -45,6 +45,7 @@ from ..correction import (
 from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
+from ..mixture import ClassConditionalBetaMixture
 from ..tracking import first_occurrence
 from .base import Citation, LNLMethod, MethodOutput
 from .registry import register_method
@@ -68,16 +69,16 @@ WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vani
 # weight_contrast below which the weighting has not switched on: a sample of the meta weights' low group still weighs
 # more than half as much as one of the high group, so the loss is close to (class-balanced) cross-entropy.
 MIN_WEIGHT_CONTRAST = 0.5
-# clid_disputed_safeguard: at the first epoch end from MIN_DECISION_EPOCH on (with a warm-up, from its end) where the
-# weighting flags at least MIN_FLAGGED_SHARE of the samples, if the model still gave at least MIN_BELIEVED_SHARE of the
-# flagged labels even odds at their last visit, the flags are disputed labels (real crowd noise) rather than flips, and
-# the rest of the run trains on every label. Measured (seed 0 unless said; ablations README): after epoch 1, Task R 38%
-# (seed 1: 0%), Task A sym40 2.0%, B2 sym40 / asym40 0.3% / 4.1%, B 0-0.1%; after epoch 2 the weighting has already
-# made the model give up the flagged tweets (Task R 0% / 3%) and B2 asym40 reaches 10.8%; at the end of a warm-up of a
-# third of the epochs Task A asym40 12.7%, B 0% / 4.6%, Task R 0% (seed 0). A sample's weight is the meta network's
-# function of the loss at the visit its belief is read from, so the share reads where the network cuts the loss
-# (above or below ln 2), not the labels. Not reliable: off by default.
-MIN_DECISION_EPOCH = 1
+# clid_disputed_safeguard: at the first epoch end from MIN_DECISION_EPOCH on (with a warm-up, from its end), the labels
+# that IDO's stage-1 mixture (per class) flags on the wrong events counted so far are disputed labels (real crowd
+# noise) rather than flips if the model still gave at least MIN_BELIEVED_SHARE of them even odds at their last visit,
+# and the rest of the run trains on every label. The flags integrate every epoch's wrong events and the belief is one
+# visit, as in IDO's ido_correction="auto" (a sample wrong early and learnt since is a disputed label the model came
+# to accept; a flip stays wrong); hence two epochs at least. Measured at the default warm-up's end (ablations README):
+# Task R 38-40% (seeds 0-2), 40% synthetic flips at most 14.4% (Task A, B, B2; seed 0), but labels that are mostly
+# right too (Task A sym20 43.5%, sym0 90%): off by default. Until hf_lnl 0.3 the flags were the meta weights of the
+# same visit as the belief, so the share only read where the meta network cut the loss (Task R 0%).
+MIN_DECISION_EPOCH = 2
 MIN_FLAGGED_SHARE = 0.01
 # clid_warmup_epochs=None: the first third of the run is cross-entropy (whole epochs: 6 -> 2, 8 -> 3, 30 -> 10).
 # Measured against no warm-up (ablations README, "CLID-MU with a third of the epochs as warm-up"): real crowd noise
@@ -525,27 +526,34 @@ class CLIDMU(LNLMethod):
             return self.context.global_step < round(self.args.max_steps * WARMUP_SHARE)
         return (self.context.epoch or 0.0) < epochs
 
-    def _check_disputed(self, scores: np.ndarray, num_seen: int) -> dict[str, float]:
-        """The disputed-label safeguard, at the first epoch end from `decision_epoch` on whose weighting flags
-        enough of the `num_seen` samples visited so far."""
-        flagged = scores > self.args.noise_score_threshold
+    def _check_disputed(self) -> dict[str, float]:
+        """The disputed-label safeguard, at the first epoch end from `decision_epoch` on whose wrong-event mixture
+        flags enough samples."""
         epoch = round(self.context.epoch or 0)
-        enough_flags = flagged.sum() >= MIN_FLAGGED_SHARE * max(num_seen, 1)
-        if self.believed_share is not None or epoch < self.decision_epoch or not enough_flags:
+        if self.believed_share is not None or epoch < self.decision_epoch:
             return {}
-        share = believed_share(flagged.astype(np.float64), self.label_belief.cpu().numpy())
+        p_noisy = self._wrong_event_p_noisy()
+        if (p_noisy > 0.5).mean() < MIN_FLAGGED_SHARE:
+            return {}
+        share = believed_share(p_noisy, self.label_belief.cpu().numpy())
         self.believed_share = share
         if share >= MIN_BELIEVED_SHARE:
             self.weighting_off = True
             note = (
-                f"the weighting was switched off after epoch {epoch}: the model still gave "
-                f"{share:.0%} of the labels it down-weighted at least even odds (at least {MIN_BELIEVED_SHARE:.0%}), "
-                "so they look like disputed labels rather than flips, and the rest of the run trained on every label "
+                f"the weighting was switched off after epoch {epoch}: the model still gave {share:.0%} of the labels "
+                f"its wrong events flag at least even odds (at least {MIN_BELIEVED_SHARE:.0%}), so they look like "
+                "disputed labels rather than flips, and the rest of the run trained on every label "
                 "(clid_disputed_safeguard)"
             )
             self.safeguards.append(note)
             logger.warning(f"CLID-MU safeguard: {note}.")
         return {"clid_believed_share": share}
+
+    def _wrong_event_p_noisy(self) -> np.ndarray:
+        """Each sample's `p_noisy` under IDO's stage-1 mixture (per class) of the wrong events counted so far."""
+        counts, labels = self.context.counts(), self.context.label_info.labels
+        mixture = ClassConditionalBetaMixture(self._num_classes).fit(counts, labels)
+        return mixture.predict_stats(counts, labels)[:, 1]
 
     # ------------------------------------------------------------------------------------------------ epochs
     def on_epoch_end(self) -> dict[str, float]:
@@ -559,7 +567,7 @@ class CLIDMU(LNLMethod):
             self.noisy_probability = torch.as_tensor(scores, dtype=torch.float32).to(self.noisy_probability.device)
         logs = {} if self.contrast is None else {"meta_weight_contrast": self.contrast}
         if self.label_belief is not None:
-            logs.update(self._check_disputed(scores, int(seen.sum())))
+            logs.update(self._check_disputed())
         if self._noisy is None:
             return logs
         for name, members in (("meta_weight_clean", seen & ~self._noisy), ("meta_weight_noisy", seen & self._noisy)):
