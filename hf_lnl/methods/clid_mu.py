@@ -512,8 +512,8 @@ class CLIDMU(LNLMethod):
     @property
     def decision_epoch(self) -> float:
         """The first epoch end at which the disputed-label safeguard may decide: the end of the cross-entropy
-        warm-up when there is one (the beliefs it reads then come from a model the weighting has not shaped), else
-        `MIN_DECISION_EPOCH`."""
+        warm-up when there is one (the beliefs it reads then come from a model the weighting has not shaped), and
+        not before `MIN_DECISION_EPOCH` (its flags need two epochs of wrong events)."""
         epochs = warmup_epochs(self.args)
         if epochs is None:  # a third of max_steps: its end in epochs is known once it has passed
             epochs = math.inf if self._warmup_end_epoch is None else self._warmup_end_epoch
