@@ -132,7 +132,8 @@ def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) ->
     result.update(stop.signals or {})
     if method.believed_share is None:
         return {**result, "decided": False, "contrast": method.contrast}
-    result["flagged_share"] = float((method._wrong_event_p_noisy() > 0.5).mean())  # the flags the safeguard read
+    decision = next(entry for entry in stop.trainer.state.log_history if "clid_flagged_share" in entry)
+    result["flagged_share"] = decision["clid_flagged_share"]  # the share of the samples the safeguard's mixture flags
     return {
         **result, "decided_after_epoch": stop.epoch, "contrast": method.contrast,
         "believed_share": method.believed_share, "fires": method.believed_share >= MIN_BELIEVED_SHARE,

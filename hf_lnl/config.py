@@ -113,11 +113,11 @@ class NoisyLabelConfig(TrainingArguments):
         clid_pseudo_label_threshold: Smallest confidence of the previous visit's prediction that makes a pseudo-label.
         clid_disputed_safeguard: At the first epoch end from epoch 2 on (from the end of the warm-up, when there is
             one: the beliefs then come from cross-entropy training), fit IDO's stage-1 beta mixture (per class) to the
-            wrong events counted so far and measure the share of the labels it flags that the model still gave even
-            odds or better at their last visit (`clid_believed_share`, logged); at 20% or more they look like
-            disputed labels (real crowd noise: wrong early, accepted since) rather than flips, and the rest of the
-            run trains on every label with plain cross-entropy (the meta network stops). Logged and named in the
-            model card when it fires. Off by default (measurements: the ablations README).
+            wrong events counted so far and measure the share of the labels it flags (`clid_flagged_share`, logged)
+            that the model still gave even odds or better at their last visit (`clid_believed_share`, logged); at
+            20% or more they look like disputed labels (real crowd noise: wrong early, accepted since) rather than
+            flips, and the rest of the run trains on every label with plain cross-entropy (the meta network stops).
+            Logged and named in the model card when it fires. Off by default (measurements: the ablations README).
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
             `metric_for_best_model="clid"`.
 

@@ -460,6 +460,7 @@ def test_disputed_safeguard_fires_only_when_the_labels_its_wrong_events_flag_are
         trainer.state.epoch = 2.0
         logs = method.on_epoch_end()
         assert logs["clid_believed_share"] == pytest.approx(3 / 6 if fires else 0.0)  # of the 6 flagged labels
+        assert logs["clid_flagged_share"] == pytest.approx(6 / 16)  # the wrong events' flags, not the flat weights
         assert method.weighting_off == fires and bool(method.safeguards) == fires
         if fires:
             assert "disputed labels rather than flips" in method.card_notes()[0]  # safeguards come first
@@ -502,6 +503,7 @@ def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp
     logs = trainer.state.log_history
     epoch_of_meta_steps = [entry["epoch"] for entry in logs if "clid_meta_loss" in entry]
     assert epoch_of_meta_steps and max(epoch_of_meta_steps) <= 2.0  # the meta network stopped after epoch 2
+    assert [entry["epoch"] for entry in logs if "clid_flagged_share" in entry] == [2.0]  # the decision, logged once
     batch = _training_batch(trainer, data)
     labels = batch["labels"].clone()
     sample_index = batch.pop(trainer.args.sample_index_column)

@@ -533,7 +533,8 @@ class CLIDMU(LNLMethod):
         if self.believed_share is not None or epoch < self.decision_epoch:
             return {}
         p_noisy = self._wrong_event_p_noisy()
-        if (p_noisy > 0.5).mean() < MIN_FLAGGED_SHARE:
+        flagged_share = float((p_noisy > 0.5).mean())
+        if flagged_share < MIN_FLAGGED_SHARE:
             return {}
         share = believed_share(p_noisy, self.label_belief.cpu().numpy())
         self.believed_share = share
@@ -547,7 +548,7 @@ class CLIDMU(LNLMethod):
             )
             self.safeguards.append(note)
             logger.warning(f"CLID-MU safeguard: {note}.")
-        return {"clid_believed_share": share}
+        return {"clid_believed_share": share, "clid_flagged_share": flagged_share}
 
     def _wrong_event_p_noisy(self) -> np.ndarray:
         """Each sample's `p_noisy` under IDO's stage-1 mixture (per class) of the wrong events counted so far."""
