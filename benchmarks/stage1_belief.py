@@ -136,7 +136,7 @@ def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) ->
     result["flagged_share"] = decision["clid_flagged_share"]  # the share of the samples the safeguard's mixture flags
     return {
         **result, "decided_after_epoch": stop.epoch, "contrast": method.contrast,
-        "believed_share": method.believed_share, "fires": method.believed_share >= MIN_BELIEVED_SHARE,
+        "believed_share": method.believed_share, "fires": method.believed_share >= clid_mu.DISPUTED_BELIEVED_SHARE,
     }  # fmt: skip
 
 

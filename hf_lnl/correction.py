@@ -31,10 +31,10 @@ BELIEVED = 0.5  # a flagged label the model gives at least this probability coun
 # model, seeds 0-2, either stage-1 schedule). Flips: IDO's former stage-1 schedule 0.4-3.0% (Task A sym40, asym40,
 # seeds 0-2), 0.3-6.4% (B2 sym40, asym40), Task A sym60 0%, inst40 3.5% (seed 0); two epochs at the full learning rate
 # begin to learn look-alike flips: Task A asym40 12.2% (IDO's constant stage-1 rate); Task B2 asym40 4.5-9.7% (IDO's
-# constant stage-1 rate, 15 epochs, seeds 0-2). CLID-MU at its warm-up's end (the same mixture on the warm-up's wrong
-# events): Task R 38-40% (seeds 0-2); Task A sym40 2.9%, asym40 2.8%, B2 asym40 9.5% (seed 0).
-# 20% lies in the gap (10% until hf_lnl 0.3, which only the constant rate crossed). At low noise, where the flags are
-# mostly clean labels, the share is high too (IDO: Task A sym20 32%, sym0 86%).
+# constant stage-1 rate, 15 epochs, seeds 0-2). 20% lies in the gap (10% until hf_lnl 0.3, which only the constant
+# rate crossed). At low noise, where the flags are mostly clean labels, the share is high too (IDO: Task A sym20 32%,
+# sym0 86%). CLID-MU's check reads another model (the end of its warm-up) and has its own threshold
+# (`clid_mu.DISPUTED_BELIEVED_SHARE`).
 MIN_BELIEVED_SHARE = 0.20
 
 

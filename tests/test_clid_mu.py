@@ -139,6 +139,11 @@ def test_meta_weight_net_is_seeded_and_leaves_global_random_state_alone():
 
 
 # ---------------------------------------------------------------------------------------------- guard rails
+def test_an_unknown_disputed_response_is_refused_with_the_choices(tmp_path):
+    with pytest.raises(ValueError, match="clid_disputed_response='ignore' is not supported.*'belief', 'stop'"):
+        _config(tmp_path, clid_disputed_safeguard=True, clid_disputed_response="ignore")
+
+
 def test_fp16_is_refused(tmp_path):
     with pytest.raises(ValueError, match="fp16"):
         _config(tmp_path, fp16=True)
@@ -461,12 +466,28 @@ def test_disputed_safeguard_fires_only_when_the_labels_its_wrong_events_flag_are
         logs = method.on_epoch_end()
         assert logs["clid_believed_share"] == pytest.approx(3 / 6 if fires else 0.0)  # of the 6 flagged labels
         assert logs["clid_flagged_share"] == pytest.approx(6 / 16)  # the wrong events' flags, not the flat weights
-        assert method.weighting_off == fires and bool(method.safeguards) == fires
+        assert method.disputed == fires and bool(method.safeguards) == fires
+        assert not method.weighting_off  # the default response keeps the weighting (clid_disputed_response="belief")
         if fires:
             assert "disputed labels rather than flips" in method.card_notes()[0]  # safeguards come first
         method.label_belief[:] = 1.0  # decided once: a later epoch end measures nothing again
         trainer.state.epoch = 3.0
-        assert "clid_believed_share" not in method.on_epoch_end() and method.weighting_off == fires
+        assert "clid_believed_share" not in method.on_epoch_end() and method.disputed == fires
+
+
+def test_a_disputed_check_that_does_not_fire_leaves_training_unchanged(tmp_path):
+    data = _with_noise(text_dataset(24), 3)
+    runs = []
+    for on in (True, False):
+        args = _config(tmp_path / str(on), num_train_epochs=3, learning_rate=1e-3, clid_disputed_safeguard=on)
+        trainer = NoisyLabelTrainer(model=_spread(tiny_bert(dropout=0.1), 10.0), args=args, train_dataset=data)
+        trainer.train()
+        runs.append(trainer)
+    checked, unchecked = runs
+    assert checked.method.believed_share is not None and not checked.method.disputed  # decided, and did not fire
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e] for t in runs]
+    assert losses[0] == losses[1]
+    torch.testing.assert_close(checked.method.meta_weight[:-1], unchecked.method.meta_weight[:-1], rtol=0, atol=0)
 
 
 def test_disputed_safeguard_waits_for_wrong_events_that_flag_enough_samples(tmp_path):
@@ -485,21 +506,70 @@ def test_disputed_safeguard_decides_at_the_end_of_the_cross_entropy_warm_up(tmp_
         trainer.state.epoch = epoch
         assert "clid_believed_share" not in method.on_epoch_end() and method.believed_share is None
     trainer.state.epoch = 3.0
-    assert method.on_epoch_end()["clid_believed_share"] == pytest.approx(1.0) and method.weighting_off
+    assert method.on_epoch_end()["clid_believed_share"] == pytest.approx(1.0) and method.disputed
     assert "after epoch 3" in method.card_notes()[0]
 
 
-def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp_path, monkeypatch):
+def _fired_run(tmp_path, monkeypatch, resume_from_checkpoint=None, **settings):
+    """A 3-epoch CLID-MU run whose disputed-label safeguard fires at its first decision (epoch 2)."""
     from hf_lnl.methods import clid_mu as clid_module
 
-    monkeypatch.setattr(clid_module, "MIN_BELIEVED_SHARE", 0.0)  # fire at the first decision epoch end (epoch 2)
+    monkeypatch.setattr(clid_module, "DISPUTED_BELIEVED_SHARE", 0.0)
     monkeypatch.setattr(clid_module, "MIN_FLAGGED_SHARE", 0.0)
     data = _with_noise(text_dataset(24), 3)
     model = _spread(tiny_bert(dropout=0.0), 10.0)
-    args = _config(tmp_path, num_train_epochs=3, learning_rate=1e-3, clid_disputed_safeguard=True)
+    args = _config(tmp_path, num_train_epochs=3, learning_rate=1e-3, clid_disputed_safeguard=True, **settings)
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
-    trainer.train()
-    assert trainer.method.weighting_off and trainer.method.believed_share is not None
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    assert trainer.method.disputed and trainer.method.believed_share is not None
+    return trainer, data
+
+
+def test_a_run_resumed_after_the_disputed_safeguard_fired_keeps_its_response(tmp_path, monkeypatch):
+    full, _ = _fired_run(tmp_path, monkeypatch, save_strategy="steps", save_steps=7)  # step 7 of 9: epoch 2.33
+    resumed, _ = _fired_run(tmp_path / "resumed", monkeypatch, str(tmp_path / "out" / "checkpoint-7"))
+    assert resumed.method.metadata() == full.method.metadata() and not resumed.method.weighting_off
+    torch.testing.assert_close(resumed.method.label_belief, full.method.label_belief, rtol=0, atol=0)
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e and e["epoch"] > 7 / 3] for t in (full, resumed)]
+    assert losses[0] and losses[0] == losses[1]  # the steps after the checkpoint train with the believed weights
+
+
+def test_disputed_safeguard_responds_by_raising_each_weight_by_its_label_belief(tmp_path, monkeypatch):
+    trainer, data = _fired_run(tmp_path, monkeypatch)
+    method = trainer.method
+    assert not method.weighting_off
+    logs = trainer.state.log_history
+    assert max(entry["epoch"] for entry in logs if "clid_meta_loss" in entry) > 2.0  # the meta network still learns
+    frozen = method.label_belief.clone()
+    batch = _training_batch(trainer, data)
+    labels = batch["labels"].clone()
+    sample_index = batch.pop(trainer.args.sample_index_column)
+    trainer.model.eval()
+    output = method.compute_loss(trainer.model, dict(batch), sample_index, None)
+    torch.testing.assert_close(method.label_belief, frozen)  # the belief stays the one read at the decision
+    with torch.no_grad():
+        raw = method._meta_weights(output.per_sample_loss)
+    belief = frozen[sample_index]
+    assert 0.0 < float(belief.min()) and float(belief.max()) < 1.0  # a belief in between: the test can tell
+    believed = raw + (raw.max() - raw) * belief
+    torch.testing.assert_close(output.loss, (method._normalise(believed, labels) * output.per_sample_loss).sum())
+    weights = method._believed_weights(raw, sample_index, torch.ones_like(labels, dtype=torch.bool))
+    method.label_belief[sample_index] = 1.0  # a label the model fully believed weighs what the batch's largest does
+    full = method._believed_weights(raw, sample_index, torch.ones_like(labels, dtype=torch.bool))
+    torch.testing.assert_close(full, torch.full_like(raw, float(raw.max())))
+    method.label_belief[sample_index] = 0.0  # ... one it rejected keeps its meta weight; an ignored label stays out
+    ignored = torch.ones_like(labels, dtype=torch.bool)
+    ignored[0] = False
+    kept = method._believed_weights(raw * ignored, sample_index, ignored)
+    torch.testing.assert_close(kept, raw * ignored)
+    assert bool((weights >= raw).all())  # a belief only ever raises a weight
+    trainer.create_model_card()
+    assert "clid_disputed_response='belief'" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_disputed_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp_path, monkeypatch):
+    trainer, data = _fired_run(tmp_path, monkeypatch, clid_disputed_response="stop")
+    assert trainer.method.weighting_off
     logs = trainer.state.log_history
     epoch_of_meta_steps = [entry["epoch"] for entry in logs if "clid_meta_loss" in entry]
     assert epoch_of_meta_steps and max(epoch_of_meta_steps) <= 2.0  # the meta network stopped after epoch 2
