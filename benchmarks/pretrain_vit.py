@@ -381,6 +381,19 @@ def accuracy(model: Any, pixels: np.ndarray, labels: np.ndarray) -> float:
     return correct / len(labels)
 
 
+def backbone_digest(path: Path) -> str:
+    """`vit-<key>@<sha256 of the weights, 12 hex>`: which build of the backbone a run fine-tuned. Builds are
+    deterministic on one machine but not bit-identical across machines (CPU kernels differ), so benchmark rows record
+    it and runs on different builds are not compared.
+
+    Example:
+        >>> backbone_digest(pretrained_vit_path(TINY_CONFIG, Path("/tmp/vit_cache"), progress=False))[:4]
+        'vit-'
+    """
+    digest = hashlib.sha256((Path(path) / "model.safetensors").read_bytes()).hexdigest()[:12]
+    return f"{Path(path).name}@{digest}"
+
+
 def pretrained_factory(path: Path, labels: tuple[str, ...] | list[str] = tuple(FASHION_MNIST_CLASSES)
                        ) -> Callable[[int], Any]:  # fmt: skip
     """`make_model(seed)` (like `tasks.vit_factory`): the backbone at `path` with a fresh head for `labels`.

@@ -350,6 +350,8 @@ def run_suite(options: argparse.Namespace) -> int:
                 data = cache[run.task]
                 log_path = output / "logs" / suite.name / f"{run.task}_{run.cell}_{run.method}_seed{run.seed}.log"
                 result = run_in_child(run, data, options, log_path)
+                if data.backbone is not None:  # which build of a backbone pretrained here (not bit-identical
+                    result["backbone"] = data.backbone  # across machines): rows of two builds are not comparable
             except Exception as error:  # noqa: BLE001 - e.g. a data set that is not installed
                 result = {"status": "error", "error": f"{type(error).__name__}: {error}"}
         row = make_row(run, suite.name, options.command, result, started, (load_start, os.getloadavg()[0]),

@@ -159,6 +159,8 @@ class TaskData:
             normalisation for images: IDO's views need it).
         make_model: `make_model(seed)` builds a fresh model with seeded initialisation.
         instance_features: per-training-sample features for instance-dependent noise, or None.
+        backbone: the pretrained weights' build (`pretrain_vit.backbone_digest`) when the task fine-tunes one built
+            here, recorded in each benchmark row; None otherwise.
     """
 
     train: datasets.Dataset
@@ -167,6 +169,7 @@ class TaskData:
     processing_class: Any
     make_model: Callable[[int], torch.nn.Module]
     instance_features: Callable[[], np.ndarray] | None = None
+    backbone: str | None = None
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -401,12 +404,14 @@ def _fashion_mnist_pretrained_vit() -> TaskData:
     import pretrain_vit  # builds the backbone on first use (cached per configuration)
 
     task_b = _fashion_mnist_vit()
-    make_model = pretrain_vit.pretrained_factory(pretrain_vit.pretrained_vit_path(pretrain_vit.DEFAULT_CONFIG))
+    path = pretrain_vit.pretrained_vit_path(pretrain_vit.DEFAULT_CONFIG)
+    make_model = pretrain_vit.pretrained_factory(path)
 
     def features() -> np.ndarray:  # instance-dependent noise projects the flattened pixels
         return np.asarray(task_b.train.with_format("numpy")["pixel_values"]).reshape(len(task_b.train), -1)
 
-    return TaskData(task_b.train, task_b.test, 10, task_b.processing_class, make_model, features)
+    backbone = pretrain_vit.backbone_digest(path)
+    return TaskData(task_b.train, task_b.test, 10, task_b.processing_class, make_model, features, backbone)
 
 
 def _digits_vit() -> TaskData:

@@ -4,6 +4,7 @@ end to end (a few minutes on 2 CPU cores; marked slow, still run in CI)."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import os
@@ -74,6 +75,8 @@ def test_task_b2_fine_tunes_a_backbone_pretrained_on_the_other_images(tmp_path, 
     weight = model.vit.embeddings.patch_embeddings.projection.weight
     assert bool((weight == pretrained.vit.embeddings.patch_embeddings.projection.weight).all())
     assert data.instance_features().shape == (10_000, 32 * 32)
+    digest = hashlib.sha256((backbone / "model.safetensors").read_bytes()).hexdigest()[:12]
+    assert data.backbone == f"{backbone.name}@{digest}"  # the build each B2 row records
 
 
 def test_the_image_recipe_s_pretrained_vit_config_trains_with_task_b2_s_recipe():
