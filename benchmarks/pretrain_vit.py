@@ -382,7 +382,7 @@ def accuracy(model: Any, pixels: np.ndarray, labels: np.ndarray) -> float:
 
 
 def backbone_digest(path: Path) -> str:
-    """`vit-<key>@<sha256 of the weights, 12 hex>`: which build of the backbone a run fine-tuned. Builds are
+    """`vit-<key>@<sha256 of the weights, HASH_CHARS hex>`: which build of the backbone a run fine-tuned. Builds are
     deterministic on one machine but not bit-identical across machines (CPU kernels differ), so benchmark rows record
     it and runs on different builds are not compared.
 
@@ -390,7 +390,9 @@ def backbone_digest(path: Path) -> str:
         >>> backbone_digest(pretrained_vit_path(TINY_CONFIG, Path("/tmp/vit_cache"), progress=False))[:4]
         'vit-'
     """
-    digest = hashlib.sha256((Path(path) / "model.safetensors").read_bytes()).hexdigest()[:12]
+    from transformers.utils import SAFE_WEIGHTS_NAME  # the file save_pretrained writes the weights to
+
+    digest = hashlib.sha256((Path(path) / SAFE_WEIGHTS_NAME).read_bytes()).hexdigest()[:HASH_CHARS]
     return f"{Path(path).name}@{digest}"
 
 

@@ -117,10 +117,10 @@ class NoisyLabelConfig(TrainingArguments):
             that the model still gave even odds or better at their last visit (`clid_believed_share`, logged); at
             30% or more they look like labels the model believes (disputed crowd labels: wrong early, accepted since;
             or clean labels at low noise) rather than flips, and the rest of the run responds as
-            `clid_disputed_response` says. Logged and named in the model
-            card when it fires. On by default since hf_lnl 0.3: with the `"belief"` response it lifted real crowd
-            noise to plain training's level and Task A sym20 / sym0 above CLID-MU without it, and where it does not
-            fire training is unchanged (measurements: the ablations README).
+            `clid_disputed_response` says. Logged and named in the model card when it fires. On by default since
+            hf_lnl 0.3: with the `"belief"` response it lifted real crowd noise to plain training's level and Task A
+            sym20 / sym0 above CLID-MU without it, and where it does not fire training is unchanged (measurements:
+            the ablations README).
         clid_disputed_response: What the rest of the run does once `clid_disputed_safeguard` fires: `"belief"`
             (each sample's weight rises towards the batch's largest by the probability `q_y` the model gave its label
             at that moment, `w + (max w - w) q_y`: believed labels are trained on, rejected flips stay down-weighted)

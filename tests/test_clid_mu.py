@@ -554,6 +554,7 @@ def test_disputed_safeguard_responds_by_raising_each_weight_by_its_label_belief(
     believed = raw + (raw.max() - raw) * belief
     torch.testing.assert_close(output.loss, (method._normalise(believed, labels) * output.per_sample_loss).sum())
     weights = method._believed_weights(raw, sample_index, torch.ones_like(labels, dtype=torch.bool))
+    assert bool((weights >= raw).all())  # a belief only ever raises a weight
     method.label_belief[sample_index] = 1.0  # a label the model fully believed weighs what the batch's largest does
     full = method._believed_weights(raw, sample_index, torch.ones_like(labels, dtype=torch.bool))
     torch.testing.assert_close(full, torch.full_like(raw, float(raw.max())))
@@ -562,7 +563,6 @@ def test_disputed_safeguard_responds_by_raising_each_weight_by_its_label_belief(
     ignored[0] = False
     kept = method._believed_weights(raw * ignored, sample_index, ignored)
     torch.testing.assert_close(kept, raw * ignored)
-    assert bool((weights >= raw).all())  # a belief only ever raises a weight
     trainer.create_model_card()
     assert "clid_disputed_response='belief'" in (tmp_path / "out" / "README.md").read_text()
 
