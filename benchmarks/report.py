@@ -16,6 +16,7 @@ import platform
 import shlex
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,6 +171,7 @@ def render_markdown(
         if (task_recipes or {}).get(task):
             lines += [f"Every method: {task_recipes[task]}.", ""]
         lines += _noise_line(ok, task)
+        lines += _backbone_line(ok, task)
         lines += _table([s for s in summaries if s.task == task])
         lines.append("")
         lines += _meta_weight_lines([s for s in summaries if s.task == task])
@@ -217,6 +219,25 @@ def _noise_line(ok: list[dict[str, Any]], task: str) -> list[str]:
         return []
     parts = [f"{cell} {statistics.fmean(v):.1f}%" for cell, v in realised.items()]
     return [f"Realised share of flipped training labels (mean over seeds): {', '.join(parts)}.", ""]
+
+
+def _backbone_line(ok: list[dict[str, Any]], task: str) -> list[str]:
+    """The builds of a harness-pretrained backbone (a row's `backbone`) that the task's rows fine-tuned: a build is not
+    bit-identical across machines, so rows of two builds (or of a build and an unrecorded one) do not compare."""
+    builds = Counter(row.get("backbone") for row in ok if row["task"] == task)
+    if set(builds) <= {None}:
+        return []
+    named = [f"`{build}` ({_runs(count)})" for build, count in sorted(builds.items(), key=str) if build]
+    if builds.get(None):
+        named.append(f"not recorded ({_runs(builds[None])}, made before rows recorded their build)")
+    if len(builds) == 1:
+        return [f"Backbone build of every run: {named[0].rsplit(' (', 1)[0]}.", ""]
+    return [f"**Backbone builds differ between runs**: {', '.join(named)}; compare only runs of one build "
+            "(each row's `backbone` in the JSONL).", ""]  # fmt: skip
+
+
+def _runs(count: int) -> str:
+    return f"{count} run" + ("s" if count != 1 else "")
 
 
 def _table(summaries: list[Summary]) -> list[str]:

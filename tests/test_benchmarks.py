@@ -313,6 +313,18 @@ def test_report_lists_runs_made_with_settings():
             in text.splitlines())  # fmt: skip
 
 
+def test_report_flags_runs_of_different_backbone_builds():
+    one = [_row("trainer", 0, 0.5, 10.0, backbone="vit-a@111"), _row("ido", 0, 0.6, 10.0, backbone="vit-a@111")]
+    text = report.render_markdown("quick", one, commands=["cmd"], method_order=["trainer", "ido"])
+    assert "Backbone build of every run: `vit-a@111`." in text.splitlines() and "differ" not in text
+    mixed = [*one, _row("trainer", 1, 0.5, 10.0, backbone="vit-a@222"), _row("ido", 1, 0.6, 10.0)]
+    text = report.render_markdown("quick", mixed, commands=["cmd"], method_order=["trainer", "ido"])
+    assert ("**Backbone builds differ between runs**: `vit-a@111` (2 runs), `vit-a@222` (1 run), not recorded (1 run, "
+            "made before rows recorded their build); compare only runs of one build") in text  # fmt: skip
+    plain = report.render_markdown("quick", [_row("trainer", 0, 0.5, 10.0)], commands=["cmd"])
+    assert "Backbone" not in plain
+
+
 def test_clid_cost_script_writes_every_scope_and_interval(tmp_path):
     import clid_cost
 
