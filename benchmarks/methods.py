@@ -260,6 +260,7 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     if "clean_label" not in report.column_names:
         return result
     result["detection"] = {**noise_detection_metrics(report, threshold=DETECTION_THRESHOLD), "score": score}
+    result["detection"]["wrong_event_auroc"] = wrong_event_aurocs(report)
     if "corrected_label" in report.column_names:
         result["label_correction"] = label_correction_metrics(report)
     if "meta_weight" in report.column_names:  # CLID-MU: the mean weight the meta network gives each group
@@ -268,6 +269,37 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
         result["meta_weight"] = {"clean": float(np.nanmean(weights[~flipped])),
                                  "flipped": float(np.nanmean(weights[flipped]))}  # fmt: skip
     return result
+
+
+def wrong_event_aurocs(report: datasets.Dataset) -> dict[str, float]:
+    """Detection AUROC of scores built from the report's wrong events (which every hf_lnl run counts), beside the
+    method's own `noise_score`: the counts themselves, `p_noisy` of the per-class beta mixture fitted to them (IDO's
+    stage-1 mixture), and the flags of the mixture or of the method's score, each ranked by wrong events on either
+    side of its decision (`flag_ordered_scores`, IDO's noise score), and the mean of the method's score and the
+    mixture's ranked flags."""
+    from sklearn.metrics import roc_auc_score
+
+    from hf_lnl.mixture import ClassConditionalBetaMixture
+    from hf_lnl.tracking import flag_ordered_scores
+
+    labels, clean = _column(report, "label").astype(np.int64), _column(report, "clean_label").astype(np.int64)
+    kept = (labels >= 0) & (clean >= 0)
+    labels, clean = labels[kept], clean[kept]
+    counts, own = _column(report, "wrong_events").astype(np.int64)[kept], _column(report, "noise_score")[kept]
+    flipped = labels != clean
+    if flipped.all() or not flipped.any():
+        return {}
+    mixture = ClassConditionalBetaMixture(int(labels.max()) + 1).fit(counts, labels)
+    p_noisy = mixture.predict_stats(counts, labels)[:, 1]
+    most = int(counts.max())
+    scores = {
+        "wrong_events": counts.astype(np.float64),
+        "wrong_event_mixture": p_noisy,
+        "mixture_flags_by_wrong_events": flag_ordered_scores(p_noisy > 0.5, counts, most, 0.5),
+        "flags_by_wrong_events": flag_ordered_scores(own > DETECTION_THRESHOLD, counts, most, DETECTION_THRESHOLD),
+    }
+    scores["mean_with_mixture_flags"] = (own + scores["mixture_flags_by_wrong_events"]) / 2
+    return {name: float(roc_auc_score(flipped, score)) for name, score in scores.items()}
 
 
 def _run_cleanlab(ctx: RunContext) -> dict[str, Any]:

@@ -393,3 +393,23 @@ def test_quick_suite_end_to_end(tmp_path):
         assert sum(line.startswith(f"| sym40 | {method} |") for line in table.splitlines()) == 1
     assert "python benchmarks/run.py --suite quick --output" in table
     assert (tmp_path / "quick_accuracy.png").is_file() and (tmp_path / "quick_time.png").is_file()
+
+
+def test_wrong_event_aurocs_score_the_flips_from_the_counts_alone():
+    import datasets
+    import methods
+
+    rng = np.random.default_rng(0)
+    clean = rng.integers(0, 3, 300)
+    flipped = rng.random(300) < 0.3
+    labels = np.where(flipped, (clean + 1) % 3, clean)
+    counts = np.where(flipped, rng.integers(5, 9, 300), rng.integers(0, 4, 300))  # flips stay wrong: fully separated
+    report = datasets.Dataset.from_dict({
+        "label": labels, "clean_label": clean, "wrong_events": counts, "noise_score": 1.0 - flipped,  # a useless score
+    })  # fmt: skip
+    aurocs = methods.wrong_event_aurocs(report)
+    assert aurocs["wrong_events"] == 1.0 and aurocs["mixture_flags_by_wrong_events"] == 1.0
+    assert aurocs["wrong_event_mixture"] > 0.99
+    assert aurocs["flags_by_wrong_events"] < 0.5  # the method's own flags, all wrong, still decide first
+    assert aurocs["mean_with_mixture_flags"] == 0.0  # half a useless score: every flip under every clean sample
+    assert methods.wrong_event_aurocs(report.select(np.flatnonzero(~flipped))) == {}  # no flips: undefined
