@@ -411,5 +411,5 @@ def test_wrong_event_aurocs_score_the_flips_from_the_counts_alone():
     assert aurocs["wrong_events"] == 1.0 and aurocs["mixture_flags_by_wrong_events"] == 1.0
     assert aurocs["wrong_event_mixture"] > 0.99
     assert aurocs["flags_by_wrong_events"] < 0.5  # the method's own flags, all wrong, still decide first
-    assert aurocs["mean_with_mixture_flags"] == 0.0  # half a useless score: every flip under every clean sample
+    assert aurocs["mean_with_mixture_flags"] < 0.05  # half a useless score: flips under clean samples (ties at 0.5)
     assert methods.wrong_event_aurocs(report.select(np.flatnonzero(~flipped))) == {}  # no flips: undefined
