@@ -244,7 +244,8 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     report = trainer.noise_report()
     score = "noise_score"
     if spec.lnl_method == "clid_mu":
-        score += " (low-weight mixture posterior of meta_weight x its contrast)"
+        ranked = "" if trainer.args.clid_noise_score == "meta_weight" else ", its flags ranked by wrong events"
+        score += f" (low-weight mixture posterior of meta_weight x its contrast{ranked})"
     result = {
         "accuracy_per_epoch": _epoch_accuracies(trainer),
         "clid_per_epoch": [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry],
@@ -275,10 +276,11 @@ def wrong_event_aurocs(report: datasets.Dataset) -> dict[str, float]:
     """Detection AUROC of scores built from the report's wrong events (which every hf_lnl run counts), beside the
     method's own `noise_score`: the counts themselves, `p_noisy` of the per-class beta mixture fitted to them (IDO's
     stage-1 mixture), and the flags of the mixture or of the method's score, each ranked by wrong events on either
-    side of its decision (`flag_ordered_scores`, IDO's noise score), and the mean of the method's score and the
-    mixture's ranked flags."""
+    side of its decision (`flag_ordered_scores`, IDO's noise score), the mean of the method's score and the mixture's
+    ranked flags, and for CLID-MU the score of its meta weights alone (`clid_noise_score="meta_weight"`)."""
     from sklearn.metrics import roc_auc_score
 
+    from hf_lnl.methods import clid_mu
     from hf_lnl.mixture import ClassConditionalBetaMixture
     from hf_lnl.tracking import flag_ordered_scores
 
@@ -299,6 +301,8 @@ def wrong_event_aurocs(report: datasets.Dataset) -> dict[str, float]:
         "flags_by_wrong_events": flag_ordered_scores(own > DETECTION_THRESHOLD, counts, most, DETECTION_THRESHOLD),
     }
     scores["mean_with_mixture_flags"] = (own + scores["mixture_flags_by_wrong_events"]) / 2
+    if "meta_weight" in report.column_names:  # CLID-MU: its score with clid_noise_score="meta_weight"
+        scores["meta_weight"] = clid_mu.meta_weight_noise_scores(_column(report, "meta_weight")[kept])
     return {name: float(roc_auc_score(flipped, score)) for name, score in scores.items()}
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from transformers import TrainingArguments
 
 from .methods import METHOD_NAMES, get_method
-from .methods.clid_mu import CLID_CORRECTIONS, CLID_SCOPES, DISPUTED_RESPONSES, META_OPTIMIZERS
+from .methods.clid_mu import CLID_CORRECTIONS, CLID_SCOPES, DISPUTED_RESPONSES, META_OPTIMIZERS, NOISE_SCORES
 from .methods.ido import CORRECTIONS, ENTROPY_TERMS, FALLBACK_LOSSES, MIXTURES, VIEWS
 
 
@@ -125,6 +125,11 @@ class NoisyLabelConfig(TrainingArguments):
             (each sample's weight rises towards the batch's largest by the probability `q_y` the model gave its label
             at that moment, `w + (max w - w) q_y`: believed labels are trained on, rejected flips stay down-weighted)
             or `"stop"` (plain cross-entropy on every label; the meta network stops).
+        clid_noise_score: How the noise report's `noise_score` ranks the samples. The meta weights decide which are
+            flagged either way (the low-weight posterior of a two-Gaussian mixture on `meta_weight`, times the
+            weights' contrast, above `noise_score_threshold`); `"wrong_events"` (the default since hf_lnl 0.3) ranks
+            each side of that decision by the wrong events counted over the run, as IDO's score does, and
+            `"meta_weight"` scores by that product itself. Training does not read it.
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
             `metric_for_best_model="clid"`.
 
@@ -230,6 +235,9 @@ class NoisyLabelConfig(TrainingArguments):
     clid_disputed_response: str = field(
         default="belief",
         metadata={"help": "Once the disputed-label check fires.", "choices": DISPUTED_RESPONSES},
+    )
+    clid_noise_score: str = field(
+        default="wrong_events", metadata={"help": "How the noise report ranks the flags.", "choices": NOISE_SCORES}
     )
     clid_eval: bool = field(default=False, metadata={"help": "Compute eval_clid during evaluation."})
 

@@ -313,7 +313,8 @@ def test_split_weights_gives_the_low_weight_component_posterior():
 
 def test_noise_score_flags_only_weights_that_have_split(tmp_path):
     model, data = _family("bert", n=16)
-    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path), train_dataset=data)
+    args = _config(tmp_path, clid_noise_score="meta_weight")
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
     trainer.method.setup()
     rng = np.random.default_rng(0)
     split = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
@@ -328,6 +329,25 @@ def test_noise_score_flags_only_weights_that_have_split(tmp_path):
     scores = trainer.method.noise_scores()
     assert scores.max() <= contrast  # nothing flagged at any threshold above the contrast ...
     assert set(np.argsort(scores)[-6:].tolist()) == set(range(10, 16))  # ... and the low group still ranks first
+
+
+def test_default_noise_score_keeps_the_weights_flags_and_ranks_them_by_wrong_events(tmp_path):
+    model, data = _family("bert", n=16)
+    trainer = NoisyLabelTrainer(model=model, args=_config(tmp_path), train_dataset=data)
+    assert trainer.args.clid_noise_score == "wrong_events"
+    trainer._setup_lnl_state()
+    rng = np.random.default_rng(0)
+    weights = np.concatenate([rng.normal(0.8, 0.03, 10), rng.normal(0.05, 0.01, 6)])
+    trainer.method.meta_weight[:-1] = torch.from_numpy(weights)
+    counts = np.array([0, 1, 2, 3, 0, 1, 2, 3, 0, 1, 3, 0, 2, 1, 3, 0])
+    trainer.tracker.wrong_events[:-1] = torch.from_numpy(counts)
+    trainer.tracker.epochs_completed = 3
+    scores = trainer.method.noise_scores()
+    assert (scores[10:] > 0.5).all() and (scores[:10] < 0.5).all()  # the meta weights' decision, as "meta_weight"
+    for side in (slice(0, 10), slice(10, 16)):  # ... and on each side, more wrong events rank higher
+        np.testing.assert_array_equal(np.argsort(scores[side], kind="stable"), np.argsort(counts[side], kind="stable"))
+    trainer.args.clid_noise_score = "meta_weight"
+    np.testing.assert_array_equal(trainer.method.noise_scores() > 0.5, scores > 0.5)
 
 
 def test_class_balanced_normalisation_keeps_each_class_share(tmp_path):

@@ -45,7 +45,7 @@ from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
 from ..mixture import ClassConditionalBetaMixture
-from ..tracking import first_occurrence
+from ..tracking import first_occurrence, flag_ordered_scores
 from .base import Citation, LNLMethod, MethodOutput
 from .registry import register_method
 
@@ -64,6 +64,7 @@ CLID_SCOPES = ("head", "last_k", "all")
 META_OPTIMIZERS = ("adam", "sgd")
 CLID_CORRECTIONS = ("none", "pseudo_label")  # clid_correction
 DISPUTED_RESPONSES = ("belief", "stop")  # clid_disputed_response
+NOISE_SCORES = ("wrong_events", "meta_weight")  # clid_noise_score
 PREVIOUS_PREFIX = "previous_"  # state tensors of the previous visit's remembered predictions
 WEIGHT_NORM_EPS = 1e-8  # w~ = w / (sum w + eps): a batch whose weights all vanish gives a zero loss, not NaN
 # weight_contrast below which the weighting has not switched on: a sample of the meta weights' low group still weighs
@@ -163,13 +164,16 @@ class CLIDMU(LNLMethod):
 
     Besides the wrong events, it keeps each sample's `meta_weight` (the meta network's raw output at the sample's
     last visit, so from the meta network of that moment) and reports it as a column.
-    `noise_score` is the posterior of the low-weight component of a two-component Gaussian mixture fitted to the
-    meta weights, times how far that component's weights sit below the other's (`split_weights`: posterior x
-    contrast). The meta network is a function of the loss only, so this is a learned loss threshold read off the
-    weights themselves, whatever range the sigmoid settles in; the contrast factor keeps a weighting that has not
-    switched on from flagging anything (the mixture splits nearly equal weights in two all the same: at contrast 0.16
-    it would flag a third of the samples or more). Nothing is flagged while the weights spread less than 1% of the
-    largest (e.g. at initialisation); samples never seen score 0.
+    A sample is flagged where the posterior of the low-weight component of a two-component Gaussian mixture fitted to
+    the meta weights, times how far that component's weights sit below the other's (`split_weights`: posterior x
+    contrast), is above `noise_score_threshold`. The meta network is a function of the loss only, so this is a
+    learned loss threshold read off the weights themselves, whatever range the sigmoid settles in; the contrast factor
+    keeps a weighting that has not switched on from flagging anything (the mixture splits nearly equal weights in two
+    all the same: at contrast 0.16 it would flag a third of the samples or more). Nothing is flagged while the weights
+    spread less than 1% of the largest (e.g. at initialisation); samples never seen score 0. By default
+    (`clid_noise_score="wrong_events"`) the report's `noise_score` keeps those flags and ranks each side of them by
+    the wrong events counted over the run (`flag_ordered_scores`, as IDO's score): the weights order the flips
+    coarsely within their group.
 
     Logs `clid_meta_loss`, `meta_weight_mean` and `meta_weight_std` with every training log; at each epoch end
     `meta_weight_contrast` (`weight_contrast`: 1 - the low-weight group's mean over the high group's; under 0.5 the
@@ -201,6 +205,7 @@ class CLIDMU(LNLMethod):
         "clid_meta_weight_decay", "clid_meta_hidden_size", "clid_meta_set_size", "clid_meta_batch_size",
         "clid_update_every", "clid_temperature", "clid_head_module", "clid_class_balanced", "clid_warmup_epochs",
         "clid_correction", "clid_pseudo_label_threshold", "clid_disputed_safeguard", "clid_disputed_response",
+        "clid_noise_score",
     )  # fmt: skip
 
     @classmethod
@@ -210,6 +215,7 @@ class CLIDMU(LNLMethod):
             ("clid_meta_optimizer", args.clid_meta_optimizer, META_OPTIMIZERS),
             ("clid_correction", args.clid_correction, CLID_CORRECTIONS),
             ("clid_disputed_response", args.clid_disputed_response, DISPUTED_RESPONSES),
+            ("clid_noise_score", args.clid_noise_score, NOISE_SCORES),
         ):
             if value not in choices:
                 raise ValueError(f"{name}={value!r} is not supported; choose one of {', '.join(map(repr, choices))}.")
@@ -696,8 +702,15 @@ class CLIDMU(LNLMethod):
 
     # ------------------------------------------------------------------------------------------------ report
     def noise_scores(self) -> np.ndarray:
-        """The low-weight posterior of each sample's meta weight times the weights' contrast (`split_weights`)."""
-        return _noise_scores(*split_weights(self.meta_weight[:-1].float().cpu().numpy()))
+        """The meta weights decide: a sample is flagged where the low-weight posterior of its meta weight times the
+        weights' contrast (`split_weights`) is above `noise_score_threshold`. With `clid_noise_score="wrong_events"`
+        each side of that decision is ranked by the wrong events counted over the run (`flag_ordered_scores`, as IDO's
+        score); with `"meta_weight"` the score is that product itself."""
+        scores = meta_weight_noise_scores(self.meta_weight[:-1].float().cpu().numpy())
+        if self.args.clid_noise_score == "meta_weight":
+            return scores
+        threshold = self.args.noise_score_threshold
+        return flag_ordered_scores(scores > threshold, self.context.counts(), self.max_wrong_events(), threshold)
 
     def report_values(self) -> dict[str, np.ndarray]:
         columns = {"meta_weight": self.meta_weight[:-1].float().cpu().numpy()}
@@ -760,6 +773,17 @@ def weight_contrast(weights: np.ndarray, seed: int = 0) -> float:
         True
     """
     return split_weights(weights, seed=seed)[1]
+
+
+def meta_weight_noise_scores(weights: np.ndarray) -> np.ndarray:
+    """CLID-MU's noise score from the meta weights alone: the low-weight posterior of `split_weights` times the
+    weights' contrast (a NaN weight, never seen, scores 0).
+
+    Example:
+        >>> meta_weight_noise_scores(np.array([0.9, 0.85, 0.88, 0.05, 0.08, np.nan])).round(2)
+        array([0.  , 0.  , 0.  , 0.93, 0.93, 0.  ])
+    """
+    return _noise_scores(*split_weights(weights))
 
 
 def _noise_scores(posterior: np.ndarray, contrast: float) -> np.ndarray:
