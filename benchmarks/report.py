@@ -227,11 +227,12 @@ def _backbone_line(ok: list[dict[str, Any]], task: str) -> list[str]:
     builds = Counter(row.get("backbone") for row in ok if row["task"] == task)
     if set(builds) <= {None}:
         return []
+    if len(builds) == 1:
+        (build,) = builds
+        return [f"Backbone build of every run: `{build}`.", ""]
     named = [f"`{build}` ({_runs(count)})" for build, count in sorted(builds.items(), key=str) if build]
     if builds.get(None):
         named.append(f"not recorded ({_runs(builds[None])}, made before rows recorded their build)")
-    if len(builds) == 1:
-        return [f"Backbone build of every run: {named[0].rsplit(' (', 1)[0]}.", ""]
     return [f"**Backbone builds differ between runs**: {', '.join(named)}; compare only runs of one build "
             "(each row's `backbone` in the JSONL).", ""]  # fmt: skip
 

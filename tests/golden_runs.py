@@ -35,8 +35,8 @@ METHODS = ("none", "gce", "sce", "ido", "clid_mu")  # the built-in methods when 
 # where the base model still believes the flagged labels).
 RECORDED_SETTINGS = {
     "ido": {"ido_views": "augmented", "ido_correction": "entropy", "ido_stage1_constant_lr": False},  # 0.3: True
-    # hf_lnl 0.3 made a third of the epochs CLID-MU's default warm-up and turned its disputed-label check on
-    # ... and ranked its noise report by wrong events (clid_noise_score)
+    # hf_lnl 0.3 made a third of the epochs CLID-MU's default warm-up, turned its disputed-label check on and ranked
+    # its noise report by wrong events (clid_noise_score)
     "clid_mu": {"clid_warmup_epochs": 0, "clid_disputed_safeguard": False, "clid_noise_score": "meta_weight"},
 }
 # Log entries added since the recording that report on training without changing it (left out of the comparison).
