@@ -41,7 +41,9 @@ from hf_lnl.metrics import label_correction_metrics
 EVAL_BATCH_SIZE = 256  # evaluation only: the same for every method, large enough for a quick pass over the test set
 DETECTION_THRESHOLD = 0.5  # a sample is flagged when its noise_score is above this (hf_lnl's default)
 # The logged statistics the methods' safeguards decide by, kept in each run's row (the last value logged).
-SAFEGUARD_STATISTICS = ("clid_believed_share", "ido_clean_component_error_rate", "ido_believed_share")
+SAFEGUARD_STATISTICS = (
+    "clid_clean_component_error_rate", "clid_believed_share", "ido_clean_component_error_rate", "ido_believed_share"
+)
 Progress = Callable[[str], None]
 
 

@@ -7,12 +7,14 @@ trusted ones, and `believed_share` (flagged labels with `q_y` >= 1/2), the stati
 `MIN_BELIEVED_SHARE`. With clean labels it splits the flagged by truly flipped or not; on Task R by disputed or not.
 
 With `--method clid_mu` it measures CLID-MU's safeguards instead: it trains CLID-MU (the harness's `clid_mu_head`)
-until the first epoch end (after the warm-up, when there is one) whose wrong-event mixture flags enough samples, and
-prints the share of the flagged labels (`flagged_share`) and of those the model then gave even odds
-(`clid_believed_share`), whether the safeguard would fire, and the training signals at that epoch end (the share of
-samples the weighting trusts, their wrong events per epoch, the training error, the prediction change per epoch):
-what a safeguard deciding at the end of a cross-entropy warm-up could read. Until then the run is the harness's run
-with `clid_disputed_safeguard` on.
+until its premise safeguard has decided (from epoch 3 on) and either fired or left the disputed-label safeguard to
+decide (at the first epoch end after the warm-up whose wrong-event mixture flags enough samples), and prints the
+premise safeguard's statistic (the wrong-event rate of the samples that mixture would trust,
+`clean_component_error_rate`) and whether it fires, the share of the flagged labels (`flagged_share`) and of those
+the model then gave even odds (`clid_believed_share`), whether the disputed-label safeguard would fire, and the
+training signals at the disputed check's epoch end (the share of samples the weighting trusts, their wrong events
+per epoch, the training error, the prediction change per epoch): what a safeguard deciding at the end of a
+cross-entropy warm-up could read. Until then the run is the harness's run with both safeguards on.
 
 Usage:
     python benchmarks/stage1_belief.py --task R --cell real --seed 0
@@ -57,7 +59,8 @@ class StopAtStage2(TrainerCallback):
 
 
 class StopAtCLIDDecision(TrainerCallback):
-    """Stops CLID-MU at the first step after its disputed-label safeguard measured `believed_share`. At the epoch end
+    """Stops CLID-MU at the first step after its premise safeguard decided and either fired or left its disputed-label
+    safeguard to measure `believed_share`. At the epoch end
     where the safeguard may first decide (the end of the warm-up, when there is one) it also keeps what the training
     signals said then: the share of the samples the weighting would trust (noise score <= 1/2), how often those were
     predicted wrongly per epoch so far, and the training error on the given labels at each sample's last visit."""
@@ -80,7 +83,9 @@ class StopAtCLIDDecision(TrainerCallback):
         }
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.trainer.method.believed_share is not None and self.epoch is None:
+        method = self.trainer.method
+        premise_decided = method.clean_error_rate is not None or not method.args.clid_premise_safeguard
+        if premise_decided and (method.believed_share is not None or method.premise_failed) and self.epoch is None:
             self.epoch = state.epoch
             control.should_training_stop = True
 
@@ -120,7 +125,10 @@ def _train_until(
 def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) -> dict[str, object]:
     task, data, train, _ = _training_set(task_name, cell_name, seed)
     stop = StopAtCLIDDecision()
-    settings = {**task.method_settings("clid_mu"), "clid_scope": "head", "clid_disputed_safeguard": True, **overrides}
+    settings = {
+        **task.method_settings("clid_mu"), "clid_scope": "head", "clid_premise_safeguard": True,
+        "clid_disputed_safeguard": True, **overrides,
+    }  # fmt: skip
     _train_until(stop, task, data, train, seed, lnl_method="clid_mu", **settings)
     method = stop.trainer.method
     result: dict[str, object] = {"task": task_name, "cell": cell_name, "seed": seed, "method": "clid_mu"}
@@ -130,6 +138,8 @@ def measure_clid(task_name: str, cell_name: str, seed: int, **overrides: Any) ->
         if "prediction_change" in entry and entry["epoch"] <= method.decision_epoch + 1e-6
     ]  # fmt: skip
     result.update(stop.signals or {})
+    result["clean_component_error_rate"] = method.clean_error_rate  # clid_premise_safeguard's statistic
+    result["premise_fails"] = method.premise_failed
     if method.believed_share is None:
         return {**result, "decided": False, "contrast": method.contrast}
     decision = next(entry for entry in stop.trainer.state.log_history if "clid_flagged_share" in entry)

@@ -16,7 +16,7 @@ from scipy.special import betainc, betaln
 
 from .data import IGNORE_INDEX
 
-__all__ = ["BetaMixture", "ClassConditionalBetaMixture"]
+__all__ = ["BetaMixture", "ClassConditionalBetaMixture", "clean_component_error_rate"]
 
 DEFAULT_EPS = 1e-6
 DEFAULT_N_ITER = 20
@@ -29,6 +29,11 @@ CLAMP_VALUE = 1.1  # ... are set to this, so the clean density vanishes at 1 and
 MIN_COMPONENT_WEIGHT = 1e-4  # a component whose mixing weight falls below this is reset to its init
 MAX_LOG_PDF = 300.0  # log-density cap so that sums of densities stay finite
 GUARD_STATS = (1.0, 0.0, 0.5, 0.5)  # p_clean, p_noisy, cdf0, cdf1 when no mixture can be fitted
+# The premise safeguards of IDO (ido_premise_safeguard) and CLID-MU (clid_premise_safeguard): both methods assume a
+# model that already agrees with the labels they will trust. The mixture's clean component is those samples; if their
+# mean wrong-event rate so far is above this, the model has not learnt them (measured after IDO's stage 1: Task A
+# 0.11, Task B2 0.18, Task B from scratch 0.42-0.53; at the end of CLID-MU's warm-up: the ablations README).
+PREMISE_MAX_CLEAN_ERROR_RATE = 1 / 3
 
 
 def _as_counts(values: ArrayLike, name: str = "counts") -> np.ndarray:
@@ -343,3 +348,17 @@ class ClassConditionalBetaMixture:
             model.set_params_from(p)
         self.uses_fallback_ = np.asarray(params["uses_fallback"], dtype=bool).copy()
         return self
+
+
+def clean_component_error_rate(mixture: BetaMixture | ClassConditionalBetaMixture) -> float:
+    """Mean (min-max normalised) wrong-event rate of the lower component of the (global) beta mixture: how often the
+    samples the mixture calls clean were predicted wrongly.
+
+    Example:
+        >>> round(clean_component_error_rate(BetaMixture().fit(np.array([0] * 80 + [1] * 5 + [3] * 20))), 2)
+        0.02
+    """
+    params = mixture.get_params()
+    source = params.get("global", params)
+    means = [a / (a + b) for a, b in zip(source["alphas"], source["betas"])]
+    return float(min(means))

@@ -463,6 +463,106 @@ def test_a_weighting_that_never_switches_on_is_logged_and_named_in_the_card(tmp_
     assert len(notes) == 1 and "the first 1 epoch(s) with plain cross-entropy" in notes[0]
 
 
+# ------------------------------------------------------------------------------------------- premise safeguard
+def test_premise_safeguard_fires_when_the_samples_it_would_trust_are_still_predicted_wrongly(tmp_path):
+    # the 6 samples wrong at all three epochs are flagged; the other 10 were wrong at one or two of them (the clean
+    # component's mean rate 0.35), or never
+    for trusted_counts, fires in (([1] * 3 + [2] * 7, True), ([0] * 10, False)):
+        trainer, method = _disputed_setup(tmp_path, clid_premise_safeguard=True, clid_warmup_epochs=3)
+        trainer.tracker.wrong_events[:-1] = torch.tensor(trusted_counts + [3] * 6, dtype=torch.int32)
+        method.label_belief[:] = 0.9  # every label believed: the disputed check would fire if it were asked
+        assert method.premise_epoch == method.decision_epoch == 3  # both decide at the warm-up's end
+        trainer.state.epoch = 2.0
+        assert "clid_clean_component_error_rate" not in method.on_epoch_end() and method.clean_error_rate is None
+        trainer.state.epoch = 3.0
+        logs = method.on_epoch_end()
+        assert (logs["clid_clean_component_error_rate"] > 1 / 3) == fires
+        assert method.premise_failed == fires and method.weighting_off == fires
+        assert ("clid_believed_share" in logs) != fires  # a failed premise leaves nothing for the disputed check
+        assert method.disputed != fires
+        if fires:
+            assert "had not learnt them" in method.card_notes()[0] and "clid_premise_safeguard" in method.safeguards[0]
+        trainer.state.epoch = 4.0  # decided once
+        assert "clid_clean_component_error_rate" not in method.on_epoch_end()
+
+
+def test_premise_safeguard_waits_for_three_epochs_of_wrong_events(tmp_path):
+    # with a 2-epoch warm-up the disputed check decides after epoch 2, the premise only after epoch 3: a fresh head's
+    # first epoch is wrong on most samples, so two epochs of counts cannot tell a model that learnt little
+    trainer, method = _disputed_setup(tmp_path, clid_premise_safeguard=True, clid_warmup_epochs=2)
+    assert (method.decision_epoch, method.premise_epoch) == (2, 3)
+    trainer.tracker.wrong_events[:-1] = torch.tensor([0] * 2 + [1] * 8 + [2] * 6, dtype=torch.int32)  # rate 0.46
+    trainer.state.epoch = 2.0
+    logs = method.on_epoch_end()
+    assert "clid_believed_share" in logs and "clid_clean_component_error_rate" not in logs
+    assert not method.premise_failed
+    trainer.tracker.wrong_events[:-1] = torch.tensor([0] * 10 + [3] * 6, dtype=torch.int32)
+    trainer.state.epoch = 3.0
+    assert method.on_epoch_end()["clid_clean_component_error_rate"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_premise_safeguard_is_off_by_default(tmp_path):
+    trainer, method = _disputed_setup(tmp_path, clid_warmup_epochs=3)
+    trainer.tracker.wrong_events[:-1] = torch.tensor([1] * 3 + [2] * 7 + [3] * 6, dtype=torch.int32)
+    method.label_belief[:] = 0.9
+    trainer.state.epoch = 3.0
+    logs = method.on_epoch_end()
+    assert "clid_clean_component_error_rate" not in logs and not method.premise_failed and method.disputed
+
+
+def _premise_run(tmp_path, monkeypatch, threshold: float, resume_from_checkpoint=None, **settings):
+    """A 4-epoch CLID-MU run whose premise safeguard decides at epoch 3 against `threshold`."""
+    from hf_lnl.methods import clid_mu as clid_module
+
+    monkeypatch.setattr(clid_module, "PREMISE_MAX_CLEAN_ERROR_RATE", threshold)
+    data = _with_noise(text_dataset(24), 3)
+    args = _config(tmp_path, num_train_epochs=4, learning_rate=1e-3, clid_disputed_safeguard=False,
+                   clid_premise_safeguard=True, **settings)  # fmt: skip
+    trainer = NoisyLabelTrainer(model=_spread(tiny_bert(dropout=0.1), 10.0), args=args, train_dataset=data)
+    trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    assert trainer.method.clean_error_rate is not None
+    return trainer, data
+
+
+def test_a_premise_check_that_does_not_fire_leaves_training_unchanged(tmp_path, monkeypatch):
+    checked, _ = _premise_run(tmp_path / "on", monkeypatch, threshold=1.0)  # decided, and cannot fire
+    unchecked_args = _config(tmp_path / "off", num_train_epochs=4, learning_rate=1e-3, clid_disputed_safeguard=False)
+    unchecked = NoisyLabelTrainer(model=_spread(tiny_bert(dropout=0.1), 10.0), args=unchecked_args,
+                                  train_dataset=_with_noise(text_dataset(24), 3))  # fmt: skip
+    unchecked.train()
+    assert not checked.method.premise_failed and unchecked.method.clean_error_rate is None
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e] for t in (checked, unchecked)]
+    assert losses[0] == losses[1]
+    torch.testing.assert_close(checked.method.meta_weight[:-1], unchecked.method.meta_weight[:-1], rtol=0, atol=0)
+
+
+def test_premise_safeguard_trains_every_label_with_cross_entropy_once_fired(tmp_path, monkeypatch):
+    trainer, data = _premise_run(tmp_path, monkeypatch, threshold=-1.0)  # any rate is above it
+    method = trainer.method
+    assert method.premise_failed and method.weighting_off
+    logs = trainer.state.log_history
+    epoch_of_meta_steps = [entry["epoch"] for entry in logs if "clid_meta_loss" in entry]
+    assert epoch_of_meta_steps and max(epoch_of_meta_steps) <= 3.0  # the meta network stopped after epoch 3
+    assert [entry["epoch"] for entry in logs if "clid_clean_component_error_rate" in entry] == [3.0]
+    batch = _training_batch(trainer, data)
+    labels = batch["labels"].clone()
+    sample_index = batch.pop(trainer.args.sample_index_column)
+    trainer.model.eval()
+    output = method.compute_loss(trainer.model, dict(batch), sample_index, None)
+    expected = F.cross_entropy(trainer.model(**{k: v for k, v in batch.items() if k != "labels"}).logits, labels)
+    torch.testing.assert_close(output.loss, expected)  # every label at full weight: plain cross-entropy
+    trainer.create_model_card()
+    assert "clid_premise_safeguard" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_a_run_resumed_after_the_premise_safeguard_fired_keeps_training_with_cross_entropy(tmp_path, monkeypatch):
+    full, _ = _premise_run(tmp_path, monkeypatch, -1.0, save_strategy="steps", save_steps=10)  # step 10 of 12
+    resumed, _ = _premise_run(tmp_path / "resumed", monkeypatch, -1.0, str(tmp_path / "out" / "checkpoint-10"))
+    assert resumed.method.metadata() == full.method.metadata() and resumed.method.weighting_off
+    losses = [[e["loss"] for e in t.state.log_history if "loss" in e and e["epoch"] > 10 / 3] for t in (full, resumed)]
+    assert losses[0] and losses[0] == losses[1]
+
+
 # ------------------------------------------------------------------------------------ disputed-label safeguard
 def _disputed_setup(tmp_path, **settings):
     """A CLID-MU trainer set up (tracker included) on 16 samples whose wrong events flag the last 6, and whose meta

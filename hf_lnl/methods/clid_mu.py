@@ -17,7 +17,9 @@ MATH attention backend; the meta network's gradients are averaged across process
 
 The meta-gradient vanishes while the features entering the head are all alike (CLID's feature graph is then uniform),
 as they are in a freshly initialised transformer: the weights then stay near their initial value. The method is
-meant for pretrained backbones.
+meant for pretrained backbones; the premise safeguard (`clid_premise_safeguard`, off by default) detects, at the
+end of the cross-entropy warm-up, a model that has not learnt the labels it would trust (a network trained from
+scratch) and trains the rest of the run with plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from ..correction import (
 from ..data import IGNORE_INDEX
 from ..distributed import all_reduce_mean_, gather_rows
 from ..features import HeadFeatureCapture, find_classification_head, math_attention, sample_features, unwrap_model
-from ..mixture import ClassConditionalBetaMixture
+from ..mixture import PREMISE_MAX_CLEAN_ERROR_RATE, ClassConditionalBetaMixture, clean_component_error_rate
 from ..tracking import first_occurrence, flag_ordered_scores
 from .base import Citation, LNLMethod, MethodOutput
 from .registry import register_method
@@ -83,6 +85,13 @@ MIN_WEIGHT_CONTRAST = 0.5
 # the belief, so the share only read where the meta network cut the loss (Task R 0%).
 DISPUTED_BELIEVED_SHARE = 0.30
 MIN_DECISION_EPOCH = 2
+# clid_premise_safeguard decides at the first epoch end from MIN_PREMISE_EPOCH on (with a longer warm-up, at its end):
+# a fresh head is wrong on most samples during its first epoch whatever their labels, so with two epochs counted a
+# clean sample learnt during the first has a wrong-event rate of 1/2, and the statistic reads a pretrained model at
+# 60% noise like a network from scratch (Task A sym60 after epoch 2, seeds 0-2: 0.31 / 0.46 / 0.34; Task B after
+# epoch 3: 0.36-0.50). After epoch 3 sym60 reads 0.31 / 0.42 / 0.33: still no threshold separates the two, which is
+# why the safeguard is off by default (ablations README, "CLID-MU's premise safeguard").
+MIN_PREMISE_EPOCH = 3
 MIN_FLAGGED_SHARE = 0.01
 # clid_warmup_epochs=None: the first third of the run is cross-entropy (whole epochs: 6 -> 2, 8 -> 3, 30 -> 10).
 # Measured against no warm-up (ablations README, "CLID-MU with a third of the epochs as warm-up"): real crowd noise
@@ -204,8 +213,8 @@ class CLIDMU(LNLMethod):
         "clid_scope", "clid_last_k", "clid_lookahead_lr", "clid_meta_lr", "clid_meta_optimizer",
         "clid_meta_weight_decay", "clid_meta_hidden_size", "clid_meta_set_size", "clid_meta_batch_size",
         "clid_update_every", "clid_temperature", "clid_head_module", "clid_class_balanced", "clid_warmup_epochs",
-        "clid_correction", "clid_pseudo_label_threshold", "clid_disputed_safeguard", "clid_disputed_response",
-        "clid_noise_score",
+        "clid_correction", "clid_pseudo_label_threshold", "clid_premise_safeguard", "clid_disputed_safeguard",
+        "clid_disputed_response", "clid_noise_score",
     )  # fmt: skip
 
     @classmethod
@@ -252,6 +261,8 @@ class CLIDMU(LNLMethod):
         self.label_belief: torch.Tensor | None = None  # disputed-label safeguard: p(given label) at the last visit
         self.believed_share: float | None = None  # ... measured once, at the first epoch end with enough flags
         self.disputed = False  # ... and the safeguard fired: clid_disputed_response from then on
+        self.clean_error_rate: float | None = None  # premise safeguard: the trusted samples' wrong-event rate ...
+        self.premise_failed = False  # ... above PREMISE_MAX_CLEAN_ERROR_RATE: cross-entropy from then on
         self._warmup_end_epoch: float | None = None  # the epoch of the first weighted step
 
     # ------------------------------------------------------------------------------------------------ setup
@@ -349,7 +360,7 @@ class CLIDMU(LNLMethod):
         weights = keep.to(raw_weights.dtype) if unweighted else raw_weights * keep
         if self.disputed and not unweighted and sample_index is not None:
             weights = self._believed_weights(weights, sample_index, keep)
-        if self.label_belief is not None and self.believed_share is None and sample_index is not None:
+        if self.label_belief is not None and self._disputed_undecided and sample_index is not None:
             record_label_belief(self.label_belief, sample_index, outputs["logits"], labels)
         loss = (self._normalise(weights, labels) * losses).sum()
         if self._corrects and sample_index is not None:
@@ -359,8 +370,9 @@ class CLIDMU(LNLMethod):
 
     @property
     def weighting_off(self) -> bool:
-        """Whether the disputed-label safeguard fired and stopped the weighting (`clid_disputed_response="stop"`)."""
-        return self.disputed and self.args.clid_disputed_response == "stop"
+        """Whether a safeguard stopped the weighting: the premise safeguard, or the disputed-label safeguard with
+        `clid_disputed_response="stop"`."""
+        return self.premise_failed or (self.disputed and self.args.clid_disputed_response == "stop")
 
     def _believed_weights(self, weights: torch.Tensor, sample_index: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         """`clid_disputed_response="belief"`: each sample's weight moves towards the batch's largest by the share of
@@ -544,6 +556,12 @@ class CLIDMU(LNLMethod):
             epochs = math.inf if self._warmup_end_epoch is None else self._warmup_end_epoch
         return max(MIN_DECISION_EPOCH, math.ceil(epochs)) if math.isfinite(epochs) else math.inf
 
+    @property
+    def premise_epoch(self) -> float:
+        """The epoch end at which the premise safeguard decides: `decision_epoch`, and not before
+        `MIN_PREMISE_EPOCH` (a fresh head's first epoch is wrong on most samples, clean or not)."""
+        return max(self.decision_epoch, MIN_PREMISE_EPOCH)
+
     def _warming_up(self) -> bool:
         """Whether this step is still the cross-entropy warm-up (`warmup_epochs`, or a third of `max_steps`)."""
         epochs = warmup_epochs(self.args)
@@ -551,13 +569,50 @@ class CLIDMU(LNLMethod):
             return self.context.global_step < round(self.args.max_steps * WARMUP_SHARE)
         return (self.context.epoch or 0.0) < epochs
 
-    def _check_disputed(self) -> dict[str, float]:
-        """The disputed-label safeguard, at the first epoch end from `decision_epoch` on whose wrong-event mixture
-        flags enough samples."""
+    @property
+    def _disputed_undecided(self) -> bool:
+        return self.believed_share is None and not self.premise_failed
+
+    def _check_safeguards(self) -> dict[str, float]:
+        """The premise safeguard (once, at `premise_epoch`) and the disputed-label safeguard (from `decision_epoch`
+        on), on one fit of IDO's stage-1 mixture (per class) to the wrong events counted so far; the premise first."""
         epoch = round(self.context.epoch or 0)
-        if self.believed_share is not None or epoch < self.decision_epoch:
+        premise_due = (
+            self.args.clid_premise_safeguard and self.clean_error_rate is None and epoch >= self.premise_epoch
+        )
+        disputed_due = self.label_belief is not None and self._disputed_undecided and epoch >= self.decision_epoch
+        if not (premise_due or disputed_due):
             return {}
-        p_noisy = self._wrong_event_p_noisy()
+        counts, labels = self.context.counts(), self.context.label_info.labels
+        mixture = ClassConditionalBetaMixture(self._num_classes).fit(counts, labels)
+        logs = self._check_premise(mixture, epoch) if premise_due else {}
+        if disputed_due and not self.premise_failed:
+            logs.update(self._check_disputed(mixture.predict_stats(counts, labels)[:, 1], epoch))
+        return logs
+
+    def _check_premise(self, mixture: ClassConditionalBetaMixture, epoch: int) -> dict[str, float]:
+        """The premise safeguard: CLID-MU down-weights the samples a model has not learnt, which presumes a model that
+        has learnt the clean ones (a pretrained backbone). If the samples the wrong-event mixture would trust were
+        still predicted wrongly in more than `PREMISE_MAX_CLEAN_ERROR_RATE` of the epochs so far (IDO's premise
+        statistic), it has not, and the rest of the run is plain cross-entropy on every label."""
+        self.clean_error_rate = clean_component_error_rate(mixture)
+        logs = {"clid_clean_component_error_rate": self.clean_error_rate}
+        if self.clean_error_rate <= PREMISE_MAX_CLEAN_ERROR_RATE:
+            return logs
+        self.premise_failed = True
+        note = (
+            f"after epoch {epoch} the samples its wrong-event mixture would trust were still predicted wrongly in "
+            f"{self.clean_error_rate:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}), so the model had "
+            "not learnt them (typical of a network trained from scratch) and the rest of the run trained with plain "
+            "cross-entropy on every label (clid_premise_safeguard)"
+        )
+        self.safeguards.append(note)
+        logger.warning(f"CLID-MU safeguard: {note}.")
+        return logs
+
+    def _check_disputed(self, p_noisy: np.ndarray, epoch: int) -> dict[str, float]:
+        """The disputed-label safeguard, at the first epoch end from `decision_epoch` on whose wrong-event mixture
+        flags enough samples (`p_noisy`)."""
         flagged_share = float((p_noisy > 0.5).mean())
         if flagged_share < MIN_FLAGGED_SHARE:
             return {}
@@ -580,12 +635,6 @@ class CLIDMU(LNLMethod):
             logger.warning(f"CLID-MU safeguard: {note}.")
         return {"clid_believed_share": share, "clid_flagged_share": flagged_share}
 
-    def _wrong_event_p_noisy(self) -> np.ndarray:
-        """Each sample's `p_noisy` under IDO's stage-1 mixture (per class) of the wrong events counted so far."""
-        counts, labels = self.context.counts(), self.context.label_info.labels
-        mixture = ClassConditionalBetaMixture(self._num_classes).fit(counts, labels)
-        return mixture.predict_stats(counts, labels)[:, 1]
-
     # ------------------------------------------------------------------------------------------------ epochs
     def on_epoch_end(self) -> dict[str, float]:
         """Mean meta weight of the clean and of the mislabelled samples (when clean labels are known)."""
@@ -597,8 +646,7 @@ class CLIDMU(LNLMethod):
         if self._corrects:  # the next epoch's correction strength per sample: its noise score
             self.noisy_probability = torch.as_tensor(scores, dtype=torch.float32).to(self.noisy_probability.device)
         logs = {} if self.contrast is None else {"meta_weight_contrast": self.contrast}
-        if self.label_belief is not None:
-            logs.update(self._check_disputed())
+        logs.update(self._check_safeguards())
         if self._noisy is None:
             return logs
         for name, members in (("meta_weight_clean", seen & ~self._noisy), ("meta_weight_noisy", seen & self._noisy)):
@@ -632,6 +680,8 @@ class CLIDMU(LNLMethod):
             "contrast": self.contrast,
             "believed_share": self.believed_share,
             "disputed": self.disputed,
+            "clean_error_rate": self.clean_error_rate,
+            "premise_failed": self.premise_failed,
             "safeguards": list(self.safeguards),
             "warmup_end_epoch": self._warmup_end_epoch,
         }
@@ -671,6 +721,8 @@ class CLIDMU(LNLMethod):
         self.contrast = metadata.get("contrast")  # written since meta_weight_contrast (hf_lnl 0.3)
         self.believed_share = metadata.get("believed_share")  # written since clid_disputed_safeguard (hf_lnl 0.3)
         self.disputed = bool(metadata.get("disputed", metadata.get("weighting_off", False)))  # was "weighting_off"
+        self.clean_error_rate = metadata.get("clean_error_rate")  # written since clid_premise_safeguard (hf_lnl 0.3)
+        self.premise_failed = bool(metadata.get("premise_failed", False))
         self.safeguards = list(metadata.get("safeguards", []))
         self._warmup_end_epoch = metadata.get("warmup_end_epoch")  # written since hf_lnl 0.3 (matters under max_steps)
         if self.label_belief is not None:

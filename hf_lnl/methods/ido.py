@@ -59,7 +59,12 @@ from ..correction import (
 from ..data import IGNORE_INDEX
 from ..features import unwrap_model
 from ..metrics import estimated_noise_rate
-from ..mixture import BetaMixture, ClassConditionalBetaMixture
+from ..mixture import (
+    PREMISE_MAX_CLEAN_ERROR_RATE,
+    BetaMixture,
+    ClassConditionalBetaMixture,
+    clean_component_error_rate,
+)
 from ..state import CheckpointStateError
 from ..tracking import flag_ordered_scores, select_base_epoch
 from ..views import RANDAUGMENT_MAX_MAGNITUDE, ImageViews, TextMasker
@@ -84,10 +89,6 @@ MIN_STAGE1_EPOCHS = 2  # prediction change compares two epochs
 BASE_MODEL_FILE = "ido_base_model.safetensors"
 STAGE1_FOLDER = "_ido_stage1"  # in output_dir; the leading "_" keeps it out of push_to_hub's upload
 WEAK_BASE_NOISE_RATE = 0.5  # more labels than this judged noisy after stage 1 means the base model learnt little
-# ido_premise_safeguard: IDO assumes the base model already agrees with the labels it will trust. The mixture's clean
-# component is the samples it will trust; if their mean wrong-event rate over stage 1 is above this, the base model has
-# not learnt them (measured after stage 1: Task A 0.11, Task B2 0.18, Task B from scratch 0.42-0.53).
-PREMISE_MAX_CLEAN_ERROR_RATE = 1 / 3
 STRONG_SUFFIX = "_strong"  # a collator may supply its own strong view as `<input>_strong`
 # ido_views="auto" masks tokens only when the median training text has at least this many tokens (special tokens
 # included): 15% masking of a short text removes much of its meaning. Measured between Task R's tweets (median 34:
@@ -769,20 +770,6 @@ def _fallback_loss(logits: torch.Tensor, labels: torch.Tensor, args: Any) -> tor
     if args.ido_fallback_loss == "gce":
         return gce_loss(logits, labels, args.gce_q)
     return F.cross_entropy(logits.float(), labels, reduction="none", ignore_index=IGNORE_INDEX)
-
-
-def clean_component_error_rate(mixture: BetaMixture | ClassConditionalBetaMixture) -> float:
-    """Mean (min-max normalised) wrong-event rate of the lower component of the (global) beta mixture: how often the
-    samples the mixture calls clean were predicted wrongly.
-
-    Example:
-        >>> round(clean_component_error_rate(BetaMixture().fit(np.array([0] * 80 + [1] * 5 + [3] * 20))), 2)
-        0.02
-    """
-    params = mixture.get_params()
-    source = params.get("global", params)
-    means = [a / (a + b) for a, b in zip(source["alphas"], source["betas"])]
-    return float(min(means))
 
 
 def ido_loss(
