@@ -60,10 +60,10 @@ class StopAtStage2(TrainerCallback):
 
 class StopAtCLIDDecision(TrainerCallback):
     """Stops CLID-MU at the first step after its premise safeguard decided and either fired or left its disputed-label
-    safeguard to measure `believed_share`. At the epoch end
-    where the safeguard may first decide (the end of the warm-up, when there is one) it also keeps what the training
-    signals said then: the share of the samples the weighting would trust (noise score <= 1/2), how often those were
-    predicted wrongly per epoch so far, and the training error on the given labels at each sample's last visit."""
+    safeguard to measure `believed_share`. At the epoch end where the disputed-label safeguard may first decide (the
+    end of the warm-up, when there is one) it also keeps what the training signals said then: the share of the
+    samples the weighting would trust (noise score <= 1/2), how often those were predicted wrongly per epoch so far,
+    and the training error on the given labels at each sample's last visit."""
 
     def __init__(self) -> None:
         self.trainer: NoisyLabelTrainer | None = None
