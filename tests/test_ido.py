@@ -45,6 +45,21 @@ def test_most_noisy_sample_gets_only_entropy_minimisation():
     assert z_w.grad.abs().sum() > 0 and z_s.grad.abs().sum() > 0
 
 
+def test_vanishing_weights_give_zero_not_subnormal_gradients():
+    """A flagged sample's p_clean falls below float32's smallest normal late in a run; its gradient must be zero, not
+    subnormal (CPU matrix products on subnormal floats are ~100x slower), while a small normal weight still counts."""
+    tiny = torch.finfo(torch.float32).tiny
+    z_w = torch.tensor([[3.0, 0.0, 0.0], [3.0, 0.0, 0.0]], requires_grad=True)
+    z_s = torch.tensor([[0.0, 3.0, 0.0], [0.0, 3.0, 0.0]], requires_grad=True)
+    stats = torch.tensor([[tiny / 4, 1.0, tiny / 4, 1.0], [1e-6, 1.0, 1e-6, 1.0]])
+    _, parts = ido_loss(z_w, z_s, torch.tensor([1, 1]), stats, teach_flagged=False)  # ido_correction="discard"
+    parts["loss"].backward()
+    for grad in (z_w.grad, z_s.grad):
+        assert torch.all(grad[0] == 0), grad[0]
+        assert torch.all((grad == 0) | (grad.abs() >= tiny))
+        assert grad[1].abs().sum() > 0  # a weight of 1e-6 is kept
+
+
 def test_plain_entropy_variant_and_ignored_labels():
     z = torch.tensor([[1.0, 0.0], [0.0, 3.0]])
     stats = torch.tensor([[0.5, 0.5, 0.5, 0.5], [1.0, 0.0, 0.5, 0.5]])

@@ -75,6 +75,10 @@ from .registry import register_method
 logger = logging.getLogger(__name__)
 
 PROBABILITY_CLAMP = 1e-4  # q = clamp(softmax(z), 1e-4, 1 - 1e-4) before the entropy term
+# Per-sample loss weights below this are zero: a mixture's p_clean keeps falling with a sample's wrong events, and a
+# weight under float32's smallest normal (1.2e-38) makes that sample's gradient subnormal; CPU matrix products on
+# subnormal floats run about 100x slower (a "discard" run's last epoch on Task A took 6x its earlier ones).
+MIN_SAMPLE_WEIGHT = 1e-12
 STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
@@ -812,13 +816,14 @@ def ido_loss(
     z_w, z_s = logits_weak.float(), logits_strong.float()
     p_clean, p_noisy, cdf0, cdf1 = stats.float().detach().unbind(dim=-1)
     ce = F.cross_entropy(z_w, safe, reduction="none") + F.cross_entropy(z_s, safe, reduction="none")
-    weight = p_clean * cdf0 + (1.0 - p_noisy) * (1.0 - cdf1)
+    weight = _flush_tiny(p_clean * cdf0 + (1.0 - p_noisy) * (1.0 - cdf1))
     consistency = (z_w - z_s).pow(2).mean(dim=-1)
     if label_belief is None:
         p_keep = p_clean
     else:
         kept_share = (label_belief.float().detach() / belief_full_at).clamp(max=1.0)
         p_keep = p_clean + (1.0 - p_clean) * kept_share
+    p_keep = _flush_tiny(p_keep)
     parts_per_sample = {"ce": p_keep * ce, "consistency": weight * consistency}
     count = keep.float().sum().clamp_min(1.0)
     corrects = teach_flagged and pseudo_label_threshold is not None
@@ -844,6 +849,16 @@ def ido_loss(
         parts["corrected"] = (corrected * keep).sum().detach() / count
     parts["loss"] = per_sample.sum() / count
     return per_sample, parts
+
+
+def _flush_tiny(weights: torch.Tensor) -> torch.Tensor:
+    """Weights below `MIN_SAMPLE_WEIGHT` set to zero: they change no float32 sum; their gradients would be subnormal.
+
+    Example:
+        >>> _flush_tiny(torch.tensor([1e-40, 1e-6, 0.5])).tolist()
+        [0.0, 9.999999974752427e-07, 0.5]
+    """
+    return torch.where(weights < MIN_SAMPLE_WEIGHT, torch.zeros_like(weights), weights)
 
 
 def _is_per_sample(value: Any, batch_size: int) -> bool:
