@@ -42,7 +42,8 @@ EVAL_BATCH_SIZE = 256  # evaluation only: the same for every method, large enoug
 DETECTION_THRESHOLD = 0.5  # a sample is flagged when its noise_score is above this (hf_lnl's default)
 # The logged statistics the methods' safeguards decide by, kept in each run's row (the last value logged).
 SAFEGUARD_STATISTICS = (
-    "clid_clean_component_error_rate", "clid_believed_share", "ido_clean_component_error_rate", "ido_believed_share"
+    "clid_clean_component_error_rate", "clid_prediction_change_share", "clid_believed_share",
+    "ido_clean_component_error_rate", "ido_believed_share",
 )
 Progress = Callable[[str], None]
 

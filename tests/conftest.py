@@ -20,11 +20,12 @@ from transformers import BertConfig, BertForSequenceClassification, ViTConfig, V
 datasets.disable_progress_bars()
 
 # What the built-in methods need to train on the tiny models below: no tokenizer (IDO masks with id 3) and a meta set
-# that fits a few dozen samples (CLID-MU). The tiny models train from scratch, so IDO's premise safeguard could send
-# stage 2 to its fallback loss; it is off here so that these tests exercise IDO's own stage 2 (test_ido.py tests it).
+# that fits a few dozen samples (CLID-MU). The tiny models train from scratch, so the methods' premise safeguards could
+# replace their losses with plain ones; they are off here so that these tests exercise the methods themselves
+# (test_ido.py and test_clid_mu.py test the safeguards).
 TINY_METHOD_SETTINGS = {
     "ido": {"ido_mask_token_id": 3, "ido_premise_safeguard": False},
-    "clid_mu": {"clid_meta_set_size": 24, "clid_meta_batch_size": 8},
+    "clid_mu": {"clid_meta_set_size": 24, "clid_meta_batch_size": 8, "clid_premise_safeguard": False},
 }
 
 

@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy
+import scipy
 import torch
 from conftest import TINY_METHOD_SETTINGS, image_dataset, text_dataset, tiny_bert, tiny_vit
 from transformers import ViTImageProcessor
@@ -48,12 +50,15 @@ UNTIMED = ("runtime", "per_second", "total_flos")
 
 def environment() -> dict[str, str]:
     """What bit-exactness depends on besides the code: the torch build, the CPU's instruction set and its model (two
-    AVX512 CPUs of different makers round the same matrix kernels differently in the last bit)."""
+    AVX512 CPUs of different makers round the same matrix kernels differently in the last bit), and the numpy and
+    scipy builds that fit IDO's beta mixture (another scipy moved a mixture parameter in its last bit)."""
     return {
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_model": cpu_model(),
         "machine": platform.machine(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
     }
 
 

@@ -7,7 +7,9 @@ class-balanced weights learn from a sample alone in its class (only the clid_mu 
 `noise_score` ranks by wrong events on each side of the mixture's flag (only the ido runs' `noise_score` changed).
 Bit-exactness holds for the torch build, CPU instruction set and CPU model the runs were recorded with (`environment`
 in the JSON: an AMD EPYC, the benchmark rows' machine; an AVX512 Intel Xeon differs in the last bit of the first
-steps' losses); elsewhere matrix kernels round differently, and the comparison falls back to a tolerance (relative
+steps' losses) and their numpy and scipy builds (not recorded then: a fresh install's scipy 1.17.1 moved an IDO
+mixture parameter by 1e-15, so the recorded environment no longer claims them and the comparison is tolerant);
+elsewhere matrix kernels round differently, and the comparison falls back to a tolerance (relative
 1e-3, absolute 1e-4: CLID-MU's second-order meta steps amplify a last-bit difference to 6e-4 of a meta weight within
 three epochs; the losses stay within 5e-6), the noise scores to the samples they flag and their AUROC to 0.01 (a
 mixture's posterior on nearly equal weights moves by a third), and the counts, labels and predictions stay exact.

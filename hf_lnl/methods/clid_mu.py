@@ -17,9 +17,9 @@ MATH attention backend; the meta network's gradients are averaged across process
 
 The meta-gradient vanishes while the features entering the head are all alike (CLID's feature graph is then uniform),
 as they are in a freshly initialised transformer: the weights then stay near their initial value. The method is
-meant for pretrained backbones; the premise safeguard (`clid_premise_safeguard`, off by default) detects, at the
-end of the cross-entropy warm-up, a model that has not learnt the labels it would trust (a network trained from
-scratch) and trains the rest of the run with plain cross-entropy.
+meant for pretrained backbones; the premise safeguard (`clid_premise_safeguard`, on by default) detects, at the
+end of the cross-entropy warm-up, a model that has not learnt the labels it would trust and is still learning (a
+network trained from scratch) and trains the rest of the run with plain cross-entropy.
 """
 
 from __future__ import annotations
@@ -89,9 +89,14 @@ MIN_DECISION_EPOCH = 2
 # a fresh head is wrong on most samples during its first epoch whatever their labels, so with two epochs counted a
 # clean sample learnt during the first has a wrong-event rate of 1/2, and the statistic reads a pretrained model at
 # 60% noise like a network from scratch (Task A sym60 after epoch 2, seeds 0-2: 0.31 / 0.46 / 0.34; Task B after
-# epoch 3: 0.36-0.50). After epoch 3 sym60 reads 0.31 / 0.42 / 0.33: still no threshold separates the two, which is
-# why the safeguard is off by default (ablations README, "CLID-MU's premise safeguard").
+# epoch 3: 0.36-0.50). After epoch 3 sym60 reads 0.31 / 0.42 / 0.33: no threshold on it alone separates the two.
 MIN_PREMISE_EPOCH = 3
+# ... so the safeguard also asks whether the model is still learning: it fires only when the last epoch also changed
+# more than PREMISE_MIN_PREDICTION_CHANGE of the predictions (IDO's base-model signal). Measured where it decides
+# (ablations README, "CLID-MU's premise safeguard with the prediction change"): a ViT from scratch (Task B, after
+# epoch 3 of 8, seeds 0-2) 0.37-0.50; pretrained models settle sooner: Task A sym60 after epoch 3 0.12-0.13 (seeds
+# 0-1, seed 1 being the run whose wrong-event statistic reads 0.42), Task B2 after epoch 10 of 30 0.12-0.19.
+PREMISE_MIN_PREDICTION_CHANGE = 0.25
 MIN_FLAGGED_SHARE = 0.01
 # clid_warmup_epochs=None: the first third of the run is cross-entropy (whole epochs: 6 -> 2, 8 -> 3, 30 -> 10).
 # Measured against no warm-up (ablations README, "CLID-MU with a third of the epochs as warm-up"): real crowd noise
@@ -594,17 +599,22 @@ class CLIDMU(LNLMethod):
         """The premise safeguard: CLID-MU down-weights the samples a model has not learnt, which presumes a model that
         has learnt the clean ones (a pretrained backbone). If the samples the wrong-event mixture would trust were
         still predicted wrongly in more than `PREMISE_MAX_CLEAN_ERROR_RATE` of the epochs so far (IDO's premise
-        statistic), it has not, and the rest of the run is plain cross-entropy on every label."""
+        statistic) and the last epoch still changed more than `PREMISE_MIN_PREDICTION_CHANGE` of the predictions
+        (the model is still learning, not settled on what it has learnt), it has not, and the rest of the run is
+        plain cross-entropy on every label."""
         self.clean_error_rate = clean_component_error_rate(mixture)
-        logs = {"clid_clean_component_error_rate": self.clean_error_rate}
-        if self.clean_error_rate <= PREMISE_MAX_CLEAN_ERROR_RATE:
+        changes = self.context.prediction_changes
+        change_share = changes[-1] / max(len(self.context.label_info.labels), 1) if changes else 0.0
+        logs = {"clid_clean_component_error_rate": self.clean_error_rate, "clid_prediction_change_share": change_share}
+        if self.clean_error_rate <= PREMISE_MAX_CLEAN_ERROR_RATE or change_share <= PREMISE_MIN_PREDICTION_CHANGE:
             return logs
         self.premise_failed = True
         note = (
             f"after epoch {epoch} the samples its wrong-event mixture would trust were still predicted wrongly in "
-            f"{self.clean_error_rate:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}), so the model had "
-            "not learnt them (typical of a network trained from scratch) and the rest of the run trained with plain "
-            "cross-entropy on every label (clid_premise_safeguard)"
+            f"{self.clean_error_rate:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}) and the last epoch "
+            f"changed {change_share:.0%} of the predictions (above {PREMISE_MIN_PREDICTION_CHANGE:.0%}), so the model "
+            "had not learnt them and was still learning (typical of a network trained from scratch), and the rest of "
+            "the run trained with plain cross-entropy on every label (clid_premise_safeguard)"
         )
         self.safeguards.append(note)
         logger.warning(f"CLID-MU safeguard: {note}.")

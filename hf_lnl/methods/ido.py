@@ -120,6 +120,7 @@ def stage_epochs(args: Any) -> tuple[int, int]:
     whole run is stage 2.
 
     Example:
+        >>> from hf_lnl import NoisyLabelConfig
         >>> stage_epochs(NoisyLabelConfig(output_dir="out", lnl_method="ido", num_train_epochs=6))
         (2, 4)
     """
