@@ -29,7 +29,8 @@ def loss_ignores_num_items(model: nn.Module, inputs: dict[str, Any]) -> bool:
     forwards (no dropout, no random numbers drawn), one told the batch holds twice its labelled items.
 
     Example:
-        >>> loss_ignores_num_items(BertForSequenceClassification(config), batch)  # a CrossEntropyLoss() mean
+        >>> model = BertForSequenceClassification(config)  # doctest: +SKIP
+        >>> loss_ignores_num_items(model, batch)  # a CrossEntropyLoss() mean  # doctest: +SKIP
         True
     """
     labels = inputs["labels"]

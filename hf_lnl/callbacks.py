@@ -33,11 +33,11 @@ class WrongEventCallback(TrainerCallback):
         num_samples: Training-set size; by default taken from the training dataloader's dataset.
 
     Example:
-        >>> train = add_sample_index(train)
-        >>> callback = WrongEventCallback()
-        >>> args = TrainingArguments("out", remove_unused_columns=False)
-        >>> Trainer(model=model, args=args, train_dataset=train, callbacks=[callback]).train()
-        >>> report = callback.noise_report()
+        >>> train = add_sample_index(train)  # doctest: +SKIP
+        >>> callback = WrongEventCallback()  # doctest: +SKIP
+        >>> args = TrainingArguments("out", remove_unused_columns=False)  # doctest: +SKIP
+        >>> Trainer(model=model, args=args, train_dataset=train, callbacks=[callback]).train()  # doctest: +SKIP
+        >>> report = callback.noise_report()  # doctest: +SKIP
     """
 
     def __init__(self, sample_index_column: str = "sample_index", num_samples: int | None = None):

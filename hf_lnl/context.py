@@ -28,8 +28,8 @@ class TrainerContext(MethodContext):
     """The `MethodContext` of a `NoisyLabelTrainer` (built by the trainer; methods never see the trainer).
 
     Example:
-        >>> context = TrainerContext(trainer)
-        >>> context.global_step
+        >>> context = TrainerContext(trainer)  # doctest: +SKIP
+        >>> context.global_step  # doctest: +SKIP
         0
     """
 

@@ -25,6 +25,7 @@ def model_task(model: Any) -> str | None:
     `problem_type`, else `num_labels > 1`); None for a model without a config (e.g. one built by `model_init`).
 
     Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
         >>> model_task(BertForSequenceClassification(BertConfig(num_labels=1)))
         'regression'
     """
@@ -401,7 +402,7 @@ def select_rows(dataset: Any, indices: np.ndarray) -> Any:
     """The rows `indices` of a training set, as a `datasets.Dataset` or a `torch.utils.data.Subset`.
 
     Example:
-        >>> select_rows(datasets.Dataset.from_dict({"x": [5, 6, 7]}), np.array([2, 0]))["x"]
+        >>> list(select_rows(datasets.Dataset.from_dict({"x": [5, 6, 7]}), np.array([2, 0]))["x"])
         [7, 5]
     """
     if isinstance(dataset, datasets.Dataset):
@@ -430,7 +431,8 @@ def with_given_labels(
     report all use, and whole-number float labels reach the model as class ids.
 
     Example:
-        >>> with_given_labels({"input_ids": ids, "label": noisy}, torch.tensor([2, 0]), torch.tensor([1, 0, 3]), None)
+        >>> with_given_labels({"input_ids": ids, "label": noisy}, torch.tensor([2, 0]),
+        ...                   torch.tensor([1, 0, 3]), None)  # doctest: +SKIP
         {'input_ids': ids, 'labels': tensor([3, 1])}
     """
     for key in {*LABEL_KEYS, label_column} - {None}:

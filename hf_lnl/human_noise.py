@@ -79,7 +79,7 @@ def load_cifar_n_labels(path: str | os.PathLike[str], key: str) -> np.ndarray:
         pickle.UnpicklingError: the file holds objects other than numpy arrays (it is refused, nothing is executed).
 
     Example:
-        >>> worst = load_cifar_n_labels("CIFAR-10_human.pt", "worse_label")
+        >>> worst = load_cifar_n_labels("CIFAR-10_human.pt", "worse_label")  # doctest: +SKIP
     """
     return _pick(_load_label_file(path), key, path)
 
@@ -109,7 +109,7 @@ def attach_human_noise(
         A new dataset; the realised noise rate is logged at INFO level.
 
     Example:
-        >>> train = attach_human_noise(cifar10["train"], "CIFAR-10_human.pt", "worse_label")
+        >>> train = attach_human_noise(cifar10["train"], "CIFAR-10_human.pt", "worse_label")  # doctest: +SKIP
     """
     content = _load_label_file(path)
     human = _pick(content, key, path)

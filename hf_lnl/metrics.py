@@ -136,7 +136,7 @@ def compute_accuracy_metrics(eval_pred: Any) -> dict[str, float]:
     """A `Trainer(compute_metrics=...)` function: argmax of the logits against the labels.
 
     Example:
-        >>> trainer = Trainer(model, args, compute_metrics=compute_accuracy_metrics)
+        >>> trainer = Trainer(model, args, compute_metrics=compute_accuracy_metrics)  # doctest: +SKIP
     """
     logits, labels = eval_pred.predictions, eval_pred.label_ids
     logits = logits[0] if isinstance(logits, (tuple, list)) else logits  # models may also return hidden states

@@ -39,9 +39,9 @@ def evaluate_clid(trainer: Trainer, dataset: Any = None) -> float:
         The mean CLID, a Python float (the same on every process).
 
     Example:
-        >>> args = NoisyLabelConfig(output_dir="out", eval_strategy="epoch", save_strategy="epoch",
+        >>> args = NoisyLabelConfig(output_dir="out", eval_strategy="epoch", save_strategy="epoch",  # doctest: +SKIP
         ...                         metric_for_best_model="clid", load_best_model_at_end=True)
-        >>> evaluate_clid(trainer)  # also logged as `eval_clid` by every evaluation
+        >>> evaluate_clid(trainer)  # also logged as `eval_clid` by every evaluation  # doctest: +SKIP
         2.93
     """
     args = trainer.args

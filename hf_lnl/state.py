@@ -95,7 +95,7 @@ def labels_checksum(labels: np.ndarray) -> str:
 
     Example:
         >>> labels_checksum(np.array([0, 1, 1]))[:12]
-        'ad7facb2586f'
+        'ccb1ac866b7d'
     """
     return hashlib.sha256(np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
 

@@ -33,7 +33,7 @@ class WrongEventTracker:
         >>> tracker.start_epoch()
         >>> tracker.update(torch.tensor([0, 1]), predictions=torch.tensor([2, 1]), labels=torch.tensor([1, 1]))
         >>> tracker.end_epoch()
-        >>> tracker.wrong_events.tolist()
+        >>> tracker.counts().tolist()
         [1, 0, 0, 0]
     """
 

@@ -152,6 +152,7 @@ def warmup_epochs(args: Any) -> float | None:
     in whole epochs; None when the run is set by `max_steps` (the warm-up is then its first third of the steps).
 
     Example:
+        >>> from hf_lnl import NoisyLabelConfig
         >>> warmup_epochs(NoisyLabelConfig(output_dir="out", lnl_method="clid_mu", num_train_epochs=8))
         3.0
     """
@@ -195,10 +196,11 @@ class CLIDMU(LNLMethod):
     training set has clean labels, `meta_weight_clean` / `meta_weight_noisy`.
 
     Example:
-        >>> args = NoisyLabelConfig(output_dir="out", lnl_method="clid_mu", clid_scope="head", num_train_epochs=3)
-        >>> trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=noisy_train)
-        >>> trainer.train()
-        >>> trainer.noise_report()["meta_weight"]
+        >>> args = NoisyLabelConfig(output_dir="out", lnl_method="clid_mu", clid_scope="head",
+        ...                         num_train_epochs=3)  # doctest: +SKIP
+        >>> trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=noisy_train)  # doctest: +SKIP
+        >>> trainer.train()  # doctest: +SKIP
+        >>> trainer.noise_report()["meta_weight"]  # doctest: +SKIP
     """
 
     name = "clid_mu"
@@ -436,8 +438,9 @@ class CLIDMU(LNLMethod):
                 no-grad forward when omitted).
 
         Example:
-            >>> meta_loss = trainer.method.lookahead_meta_loss(model, inputs, labels, trainer.method.meta_batch())
-            >>> torch.autograd.grad(meta_loss, list(trainer.method.meta_net.parameters()))
+            >>> meta_batch = trainer.method.meta_batch()  # doctest: +SKIP
+            >>> meta_loss = trainer.method.lookahead_meta_loss(model, inputs, labels, meta_batch)  # doctest: +SKIP
+            >>> torch.autograd.grad(meta_loss, list(trainer.method.meta_net.parameters()))  # doctest: +SKIP
         """
         base = unwrap_model(model)
         head_only = self.args.clid_scope == "head"

@@ -32,11 +32,11 @@ def register_method(method_class=None, *, replace=False):
             declaration, or a name already registered (without `replace=True`).
 
     Example:
-        >>> @register_method
+        >>> @register_method  # doctest: +SKIP
         ... class HardBootstrapping(LNLMethod):
         ...     name, title = "hard_bootstrap", "hard bootstrapping (Reed et al., 2015)"
         ...     ...
-        >>> NoisyLabelConfig(output_dir="out", lnl_method="hard_bootstrap")
+        >>> NoisyLabelConfig(output_dir="out", lnl_method="hard_bootstrap")  # doctest: +SKIP
     """
     if method_class is None:
         return lambda cls: register_method(cls, replace=replace)
