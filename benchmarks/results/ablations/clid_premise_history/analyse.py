@@ -11,7 +11,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[4]))
 from hf_lnl.mixture import ClassConditionalBetaMixture, clean_component_error_rate  # noqa: E402
 
 here = Path(__file__).parent
-print("run                 ep  stat  lastErrT  flipLast  agree12  agree23  stable  errLast  e1err  e2err")
+# stat: IDO's premise statistic on the per-class mixture; trusted_err: last-visit error of the 30% with the
+# fewest wrong events; clean_ok: share of the clean labels predicted at the last visit; agree_k: share of predictions
+# equal at epochs k and k+1 (1 - the last pair's is the prediction change); stable: equal over epochs 2..E; err_k:
+# training error on the given labels at epoch k.
+print("run                 ep  stat  trusted_err  clean_ok  agree12  agree23  stable  err1   err2   err3")
 for path in sorted(here.glob("*.npz")):
     d = np.load(path)
     labels = d["labels"]
