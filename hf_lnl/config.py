@@ -42,14 +42,18 @@ class NoisyLabelConfig(TrainingArguments):
         ido_randaugment_magnitude: Image strong view: the magnitude of its two RandAugment operations on kornia's
             0-30 scale (10 by default; the authors draw each operation with probability 0.5 at a random magnitude
             below 5 of 10, a weaker view).
-        ido_stage1_constant_lr: Train stage 1 at the config's learning rate, constant, as the authors do for
-            pretrained backbones (default True since hf_lnl 0.3: the base model is trained further, which is what
-            wins on real crowd noise; stage 2 keeps the config's schedule). False gives stage 1 the config's
-            schedule too (e.g. warm-up and linear decay within its own epochs).
+        ido_stage1_constant_lr: Stage 1's learning-rate schedule. `None` (default): the authors' choice by backbone
+            (their `stage_1.py`), the config's rate constant for a pretrained model (one whose weights came from
+            `from_pretrained`: its `name_or_path` is set; the base model is trained further, which is what wins on
+            real crowd noise), and for a model built from a config (trained from scratch) the run's own schedule, as
+            a plain run of all the epochs would have it, so that when the premise safeguard fires the run goes on
+            as exactly that plain run. `True`: constant for every model (hf_lnl 0.3's default). `False`: the
+            config's schedule within stage 1's own epochs (e.g. warm-up and linear decay to 0). Stage 2 always has
+            the config's schedule over its own epochs.
         ido_extend_stage1: Safeguard for a base model still learning at the planned end of stage 1 (e.g. a network
             trained from scratch): while the last epoch changed fewer predictions than the one before, stage 1 goes on
             for one more epoch (taken from stage 2, which keeps at least one). Logged and named in the model card when
-            it fires. Needs `ido_stage1_constant_lr`.
+            it fires. Needs a stage-1 schedule that has not decayed to 0 (not `ido_stage1_constant_lr=False`).
         ido_lookup_after_counting: Stage 2 looks each sample's mixture statistics up after adding the current
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
         ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"auto"` (default:
@@ -84,7 +88,9 @@ class NoisyLabelConfig(TrainingArguments):
             were still predicted wrongly in more than a third of the stage-1 epochs (the base model has not learnt
             them, e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss`
             (`"cross_entropy"` by default, or `"gce"` with `gce_q`) on the unaugmented inputs instead of IDO's
-            weighted loss. On by default; logged and named in the model card when it fires.
+            weighted loss. On by default; logged and named in the model card when it fires. A fallback after a
+            stage 1 on the run's schedule (a model trained from scratch, see `ido_stage1_constant_lr`) keeps the
+            optimiser and that schedule, so the whole run is the plain run; otherwise stage 2 restarts them.
 
     Parameters of CLID-MU (Hu et al., KDD 2025):
         clid_scope: Parameters of the look-ahead: `"head"`, `"last_k"` (the last `clid_last_k` blocks + head) or
@@ -186,8 +192,9 @@ class NoisyLabelConfig(TrainingArguments):
     ido_randaugment_magnitude: float = field(
         default=10.0, metadata={"help": "Image strong view: RandAugment magnitude on kornia's 0-30 scale."}
     )
-    ido_stage1_constant_lr: bool = field(
-        default=True, metadata={"help": "Train IDO's stage 1 at a constant learning rate (the authors' choice)."}
+    ido_stage1_constant_lr: bool | None = field(
+        default=None,
+        metadata={"help": "IDO's stage 1 at a constant rate (default: if pretrained; else the run's schedule)."},
     )
     ido_extend_stage1: bool = field(
         default=False, metadata={"help": "Safeguard: extend stage 1 while the prediction change is still falling."}

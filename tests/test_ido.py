@@ -301,7 +301,8 @@ def test_premise_safeguard_falls_back_to_a_plain_loss_when_stage1_did_not_learn_
     assert trainer.method.metadata()["fallback"] is fires
 
 
-def test_premise_fallback_resumes_bit_identically(tmp_path, monkeypatch):
+@pytest.mark.parametrize("constant", [None, True])  # the fallback goes on with the run's schedule / restarts
+def test_premise_fallback_resumes_bit_identically(tmp_path, monkeypatch, constant):
     from hf_lnl.methods import ido
 
     monkeypatch.setattr(ido, "clean_component_error_rate", lambda mixture: 0.5)
@@ -309,8 +310,8 @@ def test_premise_fallback_resumes_bit_identically(tmp_path, monkeypatch):
     def trainer(folder):  # text: transformers' own Trainer does not resume the tiny ViT bit-identically either
         args = NoisyLabelConfig(
             str(tmp_path / folder), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
-            learning_rate=1e-3, ido_mask_token_id=3,
-            **{**COMMON, "save_strategy": "steps", "ido_premise_safeguard": True}, save_steps=14,
+            learning_rate=1e-3, ido_mask_token_id=3, ido_stage1_constant_lr=constant,
+            **{**COMMON, "save_strategy": "steps", "ido_premise_safeguard": True, "logging_steps": 1}, save_steps=14,
         )  # fmt: skip
         return NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
 
@@ -319,6 +320,8 @@ def test_premise_fallback_resumes_bit_identically(tmp_path, monkeypatch):
     resumed = trainer("resumed")
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-14"))  # in stage 2, after the fallback
     assert resumed.method.fallback and resumed.method.metadata() == full.method.metadata()
+    resumed_rates = _learning_rates(resumed)
+    assert resumed_rates == _learning_rates(full)[-len(resumed_rates) :]  # the schedule the fallback left
     for a, b in zip(full.model.parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     assert resumed.noise_report().to_dict() == full.noise_report().to_dict()
@@ -590,24 +593,74 @@ def test_strong_view_magnitude_is_validated_and_reaches_randaugment(tmp_path):
     assert trainer.method._views._randaugment.m == 5.0
 
 
-@pytest.mark.parametrize("constant", [None, False])  # None: the default (hf_lnl 0.3: constant)
-def test_stage1_learning_rate_then_a_fresh_stage2_schedule(tmp_path, constant):
+def _learning_rates(trainer):
+    return [(e["epoch"], e["learning_rate"]) for e in trainer.state.log_history if "learning_rate" in e]
+
+
+def _pretrained_tiny_bert(folder):
+    tiny_bert().save_pretrained(folder)
+    return type(tiny_bert()).from_pretrained(folder)  # weights from from_pretrained: name_or_path is set
+
+
+@pytest.mark.parametrize(
+    "constant, pretrained, schedule",
+    [(None, True, "constant"), (None, False, "run"), (True, False, "constant"), (False, True, "stage")],
+)  # None: the default, the authors' schedule for the backbone
+def test_stage1_learning_rate_then_a_fresh_stage2_schedule(tmp_path, constant, pretrained, schedule):
+    def train(method, model, **settings):
+        args = NoisyLabelConfig(
+            str(tmp_path / method), lnl_method=method, num_train_epochs=3, ido_mask_token_id=3, learning_rate=1e-3,
+            **settings, **{**COMMON, "logging_steps": 1},
+        )  # fmt: skip
+        trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=text_dataset(48))
+        trainer.train()
+        return trainer
+
     settings = {} if constant is None else {"ido_stage1_constant_lr": constant}
-    args = NoisyLabelConfig(
-        str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mask_token_id=3, learning_rate=1e-3,
-        **settings, **{**COMMON, "logging_steps": 1},
-    )  # fmt: skip
-    trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
-    trainer.train()
-    rates = [(e["epoch"], e["learning_rate"]) for e in trainer.state.log_history if "learning_rate" in e]
+    model = _pretrained_tiny_bert(tmp_path / "pretrained") if pretrained else tiny_bert()
+    trainer = train("ido", model, **settings)
+    assert trainer.method.stage1_schedule == schedule and not trainer.method.fallback
+    rates = _learning_rates(trainer)
     stage1 = [rate for epoch, rate in rates if epoch <= 2]
     stage2 = [rate for epoch, rate in rates if epoch > 2]
     assert len(stage1) == 12
-    if constant is None:  # the authors' constant stage-1 rate
+    if schedule == "constant":  # the authors' constant stage-1 rate for pretrained backbones
         assert stage1 == [1e-3] * len(stage1)
-    else:  # the config's linear decay within stage 1's own steps
-        assert stage1 == sorted(stage1, reverse=True) and stage1[-1] < 1e-3 / 2
+    elif schedule == "run":  # the authors' from-scratch choice: the plain run's schedule, which has not decayed to 0
+        plain = [rate for epoch, rate in _learning_rates(train("none", tiny_bert())) if epoch <= 2]
+        assert stage1 == plain and stage1 == sorted(stage1, reverse=True) and stage1[-1] > 1e-3 / 4
+    else:  # the config's linear decay within stage 1's own steps, near 0 at its end
+        assert stage1 == sorted(stage1, reverse=True) and stage1[-1] < 1e-3 / 4
     assert stage2[0] == pytest.approx(1e-3) and stage2 == sorted(stage2, reverse=True) and stage2[-1] < 1e-3 / 2
+
+
+def test_premise_fallback_after_a_from_scratch_stage1_is_the_plain_run(tmp_path, monkeypatch):
+    from hf_lnl.methods import ido
+
+    monkeypatch.setattr(ido, "clean_component_error_rate", lambda mixture: 0.5)
+
+    def train(method, **settings):
+        args = NoisyLabelConfig(
+            str(tmp_path / f"{method}{settings}"), lnl_method=method, num_train_epochs=4, learning_rate=1e-3,
+            per_device_train_batch_size=8, warmup_steps=0.1, ido_mask_token_id=3,
+            **{**COMMON, "logging_steps": 1, **settings},
+        )  # fmt: skip
+        trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
+        trainer.train()
+        adam_steps = {int(state["step"]) for state in trainer.optimizer.optimizer.state.values()}
+        return trainer, adam_steps
+
+    plain, plain_steps = train("none")
+    fallback = {"ido_premise_safeguard": True, "ido_stage1_epochs": 2}
+    scratch, scratch_steps = train("ido", **fallback)  # tiny_bert is built from a config: the run's schedule
+    constant, constant_steps = train("ido", ido_stage1_constant_lr=True, **fallback)
+    assert scratch.method.fallback and constant.method.fallback
+    assert "as in a plain run" in scratch.method.safeguards[0] and "plain run" not in constant.method.safeguards[0]
+    assert _learning_rates(scratch) == _learning_rates(plain) != _learning_rates(constant)
+    assert scratch_steps == plain_steps == {24} and constant_steps == {12}  # Adam's moments kept / started anew
+    for a, b in zip(plain.model.parameters(), scratch.model.parameters()):  # the plain run, step for step
+        torch.testing.assert_close(a, b)
+    assert any(not torch.allclose(a, b) for a, b in zip(plain.model.parameters(), constant.model.parameters()))
 
 
 def test_stage1_extension_safeguard_fires_on_a_falling_prediction_change_and_is_reported(tmp_path):
@@ -653,3 +706,4 @@ def test_stage1_extension_never_fires_with_a_two_epoch_stage1(tmp_path):
     trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=text_dataset(48))
     trainer.train()
     assert trainer.method.safeguards == [] and (trainer.method.stage1_epochs, trainer.method.stage2_epochs) == (2, 1)
+

@@ -1,10 +1,10 @@
 """IDO: instance-level difficulty modelling and dynamic optimisation (Zhang et al., NeurIPS 2025, arXiv 2505.00812).
 
-Stage 1 fine-tunes with cross-entropy on the weak view while counting wrong events, at a constant learning rate by
-default (`ido_stage1_constant_lr`, the authors' schedule for pretrained backbones), and picks a base model by
-prediction change. Stage 2 restarts from the base model with a fresh optimiser and schedule, fits a beta mixture on
-the counts (refitted every epoch) and trains on a weak and a strong view with a per-sample, hyper-parameter-free
-weighted loss:
+Stage 1 fine-tunes with cross-entropy on the weak view while counting wrong events, by default at a constant
+learning rate for a pretrained model and on the run's own schedule for one trained from scratch (the authors' two
+schedules, `ido_stage1_constant_lr`), and picks a base model by prediction change. Stage 2 restarts from the base
+model with a fresh optimiser and schedule, fits a beta mixture on the counts (refitted every epoch) and trains on a
+weak and a strong view with a per-sample, hyper-parameter-free weighted loss:
 
     L = mean_i p_clean_i (CE_w + CE_s)  +  mean_i eps_i mean_c (z_w - z_s)^2  +  mean_i (1 - p_clean_i) conf_i H_i
     eps_i = p_clean_i cdf0_i + (1 - p_noisy_i)(1 - cdf1_i)
@@ -31,6 +31,8 @@ real crowd noise) and the paper's entropy term otherwise (flips the base model r
 The premise safeguard (`ido_premise_safeguard`, on by default): when the samples the stage-1 mixture calls clean were
 still predicted wrongly in over a third of the stage-1 epochs (the base model has not learnt what IDO would trust,
 e.g. a network trained from scratch), stage 2 trains with `ido_fallback_loss` on the unaugmented inputs instead.
+After a stage 1 on the run's schedule the fallback keeps the optimiser and that schedule, so with cross-entropy the
+whole run is the plain run it replaces.
 """
 
 from __future__ import annotations
@@ -206,10 +208,10 @@ class IDO(LNLMethod):
         if args.ido_mask_token_id is not None and args.ido_mask_token_id < 0:
             raise ValueError(f"ido_mask_token_id must be a token id (>= 0), got {args.ido_mask_token_id}.")
         stage_epochs(args)  # validates the stage split now, not at the stage boundary
-        if args.ido_extend_stage1 and not args.ido_stage1_constant_lr:
+        if args.ido_extend_stage1 and args.ido_stage1_constant_lr is False:
             raise ValueError(
-                "ido_extend_stage1 needs ido_stage1_constant_lr=True: a stage-1 schedule that decays over the planned "
-                "stage 1 has reached 0 when the extension starts."
+                "ido_extend_stage1 needs ido_stage1_constant_lr=True or None (the default): a stage-1 schedule that "
+                "decays over the planned stage 1 has reached 0 when the extension starts."
             )
 
     # ------------------------------------------------------------------------------------------ setup
@@ -229,6 +231,7 @@ class IDO(LNLMethod):
         # Dropout views only: None until stage 2's first step shows whether the two forwards of the same inputs differ.
         self.views_identical: bool | None = None
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
+        self.stage1_schedule = stage1_schedule(self.args.ido_stage1_constant_lr, unwrap_model(context.model))
         _check_mask_token_id(self.args.ido_mask_token_id, unwrap_model(context.model).config)  # before step 1
         if self.args.ido_mixture == "per_class":
             self.mixture = ClassConditionalBetaMixture(
@@ -268,12 +271,20 @@ class IDO(LNLMethod):
         """Largest wrong-event count of the whole run: one per stage-1 epoch, two per stage-2 epoch."""
         return self.stage1_epochs + self.stage2_epochs * self.num_views + self._stage1_epochs_from_disk
 
+    @property
+    def on_run_schedule(self) -> bool:
+        """Whether the learning rate follows the config's schedule over the whole run: stage 1 of a model trained
+        from scratch, and the premise fallback that goes on from it as the plain run."""
+        return self.stage1_schedule == "run" and (self.stage == 1 or self.fallback)
+
     def lr_scheduler_type(self) -> str | None:
-        """Stage 1 at a constant learning rate with `ido_stage1_constant_lr` (the authors' choice for pretrained
-        backbones); otherwise each stage has the config's schedule."""
-        return "constant" if self.stage == 1 and self.args.ido_stage1_constant_lr else None
+        """Stage 1 at a constant learning rate for a pretrained model (the authors' choice,
+        `ido_stage1_constant_lr`); otherwise the config's schedule."""
+        return "constant" if self.stage == 1 and self.stage1_schedule == "constant" else None
 
     def training_steps(self, num_training_steps: int) -> int:
+        if self.on_run_schedule:
+            return num_training_steps
         total_epochs = self.stage1_epochs + self.stage2_epochs
         epochs = self.stage1_epochs if self.stage == 1 else self.stage2_epochs
         return max(1, round(num_training_steps * epochs / total_epochs))
@@ -573,8 +584,9 @@ class IDO(LNLMethod):
     def _start_fallback(self, clean_error: float) -> dict[str, float]:
         """The premise safeguard: the samples the mixture would trust were wrong on `clean_error` of the stage-1
         epochs, so the base model has not learnt them and IDO's weighting would mostly minimise entropy. Stage 2
-        continues from the current model with `ido_fallback_loss` (cross-entropy or GCE) on the unaugmented inputs
-        (a fresh optimiser and schedule, as stage 2 always has)."""
+        continues from the current model with `ido_fallback_loss` (cross-entropy or GCE) on the unaugmented inputs.
+        After a stage 1 on the run's schedule (a model trained from scratch) the optimiser and that schedule go on,
+        as in the plain run; otherwise they restart, as stage 2 always does."""
         self.fallback, self.stage, self.base_state = True, 2, None
         loss = f"GCE (q {self.args.gce_q:g})" if self.args.ido_fallback_loss == "gce" else "cross-entropy"
         note = (
@@ -583,9 +595,12 @@ class IDO(LNLMethod):
             f"{clean_error:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}), so the base model had not "
             "learnt them (typical of a network trained from scratch)"
         )
+        if self.stage1_schedule == "run":
+            note += "; the optimiser and the run's learning-rate schedule went on from stage 1, as in a plain run"
         self.safeguards.append(note)
         logger.warning(f"IDO safeguard: {note}.")
-        self.context.restart_optimization()
+        if self.stage1_schedule != "run":
+            self.context.restart_optimization()
         return {"ido_stage": 2.0, "ido_fallback": 1.0, "ido_clean_component_error_rate": clean_error}
 
     def _refit(self, iterations: int) -> None:
@@ -674,6 +689,7 @@ class IDO(LNLMethod):
             "safeguards": list(self.safeguards),
             "views_identical": self.views_identical,
             "correction": self.correction,
+            "stage1_schedule": self.stage1_schedule,
         }
 
     def load_state(self, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
@@ -687,6 +703,9 @@ class IDO(LNLMethod):
         self.fallback = bool(metadata.get("fallback", False))
         self.views_identical = metadata.get("views_identical")  # written since ido_views (hf_lnl 0.3)
         self.correction = metadata.get("correction", self.args.ido_correction)  # resolved "auto" (hf_lnl 0.3)
+        # Written since the stage-1 schedule follows the backbone; before, ido_stage1_constant_lr had no None (True).
+        self.stage1_schedule = metadata.get("stage1_schedule", "stage" if self.args.ido_stage1_constant_lr is False
+                                            else "constant")  # fmt: skip
         if "stage1_counts" in tensors:
             self.stage1_counts = tensors["stage1_counts"].to(self._device)
         if f"{WEAK_PREFIX}prediction" in tensors:  # written since the label correction (hf_lnl 0.3)
@@ -769,6 +788,23 @@ class IDO(LNLMethod):
         if f"{BASE_PREDICTION_PREFIX}index" in tensors:  # taken at the base epoch, possibly still in stage 1
             self.base_predictions = self.stage1_predictions.copy()
             self.base_predictions.load_state_dict(tensors, BASE_PREDICTION_PREFIX)
+
+
+def stage1_schedule(constant_lr: bool | None, model: nn.Module) -> str:
+    """The stage-1 schedule `ido_stage1_constant_lr` asks for with this model: `"constant"` (True, or None with
+    pretrained weights: a `name_or_path` from `from_pretrained`), `"run"` (None with a model built from a config: the
+    config's schedule over the whole run, as a plain run) or `"stage"` (False: the config's schedule within stage 1).
+
+    Example:
+        >>> from transformers import BertConfig, BertForSequenceClassification
+        >>> model = BertForSequenceClassification(BertConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1,
+        ...                                                  intermediate_size=8))
+        >>> stage1_schedule(None, model), stage1_schedule(True, model), stage1_schedule(False, model)
+        ('run', 'constant', 'stage')
+    """
+    if constant_lr is None:
+        return "constant" if getattr(model, "name_or_path", "") else "run"
+    return "constant" if constant_lr else "stage"
 
 
 def _fallback_loss(logits: torch.Tensor, labels: torch.Tensor, args: Any) -> torch.Tensor:
