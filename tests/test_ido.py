@@ -598,8 +598,9 @@ def _learning_rates(trainer):
 
 
 def _pretrained_tiny_bert(folder):
-    tiny_bert().save_pretrained(folder)
-    return type(tiny_bert()).from_pretrained(folder)  # weights from from_pretrained: name_or_path is set
+    model = tiny_bert()
+    model.save_pretrained(folder)
+    return type(model).from_pretrained(folder)  # weights from from_pretrained: name_or_path is set
 
 
 @pytest.mark.parametrize(

@@ -595,12 +595,12 @@ class IDO(LNLMethod):
             f"{clean_error:.0%} of the epochs (above {PREMISE_MAX_CLEAN_ERROR_RATE:.0%}), so the base model had not "
             "learnt them (typical of a network trained from scratch)"
         )
-        if self.stage1_schedule == "run":
+        if self.on_run_schedule:  # the plain run goes on
             note += "; the optimiser and the run's learning-rate schedule went on from stage 1, as in a plain run"
+        else:
+            self.context.restart_optimization()
         self.safeguards.append(note)
         logger.warning(f"IDO safeguard: {note}.")
-        if self.stage1_schedule != "run":
-            self.context.restart_optimization()
         return {"ido_stage": 2.0, "ido_fallback": 1.0, "ido_clean_component_error_rate": clean_error}
 
     def _refit(self, iterations: int) -> None:
