@@ -27,6 +27,8 @@ from transformers import Trainer, TrainerCallback  # noqa: E402
 from hf_lnl import NoisyLabelTrainer  # noqa: E402
 
 HORIZONS = (0.5, 1.0, 2.0, 4.0)  # epochs
+if len(sys.argv) < 4 or sys.argv[2] != "--":
+    sys.exit("usage: ema_probe.py RESULT.jsonl -- <benchmarks/run.py arguments>")
 OUT = sys.argv[1]
 
 
@@ -68,6 +70,8 @@ class EmaProbe(TrainerCallback):
         params = self._params()
         backup = [p.detach().clone() for p in params]
         row = {
+            "method": getattr(args, "lnl_method", "plain"),
+            "seed": args.seed,
             "epoch": epoch,
             "stage": list(self.stage),
             "updates": self.updates,
@@ -84,7 +88,6 @@ class EmaProbe(TrainerCallback):
             with torch.no_grad():
                 for p, q in zip(params, backup):
                     p.copy_(q)
-        row = {"method": getattr(args, "lnl_method", "plain"), "seed": args.seed, **row}
         print("EMA", json.dumps(row), flush=True)
         with open(OUT, "a") as f:  # each run is a forked child: append one line per evaluation
             f.write(json.dumps(row) + "\n")
