@@ -9,10 +9,11 @@ coarse class, so the fine-tune still has to learn them. Coarse labels alone teac
 from a T-shirt, so by default half of each image's patches are also blanked out and reconstructed from the encoder's
 patch tokens (SimMIM-style, label-free), in the same forward pass; images are randomly flipped and shifted.
 
-A backbone is built once per configuration, deterministically (seeded; identical for the same torch thread count),
-and cached as `<cache_dir>/vit-<config hash>/` (written to a temporary folder, then renamed): `save_pretrained`'s
-model, a 1-channel `ViTImageProcessor` describing Task B's [-1, 1] scaling, and `pretraining.json` (how it was
-built). The cache folder is `$HF_LNL_CACHE/pretrained_vit` (default `~/.cache/hf_lnl/pretrained_vit`).
+A backbone is built once per configuration, seeded (fresh installs on two hosts of one machine kind, same versions and
+thread count, have given different builds: compare runs by `backbone_digest`), and cached as
+`<cache_dir>/vit-<config hash>/` (written to a temporary folder, then renamed): `save_pretrained`'s model, a
+1-channel `ViTImageProcessor` describing Task B's [-1, 1] scaling, and `pretraining.json` (how it was built). The
+cache folder is `$HF_LNL_CACHE/pretrained_vit` (default `~/.cache/hf_lnl/pretrained_vit`).
 
 A backbone *qualifies* as pretrained when, fine-tuned on the clean labels of Task B's 10k with Task B's recipe
 (`tasks.TASKS["B"]`: AdamW lr 1e-3, weight decay 0.05, batch 128, 5% warm-up, 8 epochs), it beats the same
