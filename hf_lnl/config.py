@@ -68,8 +68,14 @@ class NoisyLabelConfig(TrainingArguments):
             model's probability of the given label at the base epoch; ambiguous labels stay partly taught, confident
             disagreements are dropped), `"base_prediction"` (soft-label correction: a flagged sample learns, on both
             views and in proportion to `p_noisy`, the distribution the base model predicted for it at the base epoch,
-            instead of the entropy term; its most probable class is the report's corrected label) or `"discard"` (no
-            target: a flagged sample only loses weight).
+            instead of the entropy term; its most probable class is the report's corrected label), `"discard"` (no
+            target: a flagged sample only loses weight) or `"mixup"` (label refinement on a mixed view: the strong view
+            becomes a within-batch mixup of the inputs, word embeddings for text, taught the mixed refined targets
+            `sharpen(p_clean onehot(y) + (1 - p_clean) softmax(z_weak))`, while the weak view keeps `p_clean` of its
+            cross-entropy; the refined target's most probable class is the report's corrected label; two forwards
+            per stage-2 step also for a model without dropout).
+        ido_mixup_alpha / ido_mixup_temperature: With `"mixup"`, the mixing weight's `Beta(a, a)` (default 1: uniform,
+            folded onto [1/2, 1]) and the sharpening temperature of the refined targets (default 0.5, MixMatch's).
         ido_belief_full_at: With `"base_belief"`, the base model's probability of a label from which the label is kept
             whole: a sample's cross-entropy weighs `p_clean + (1 - p_clean) min(1, q_y / ido_belief_full_at)`
             (default 1.0: in proportion to `q_y`; 0.5 keeps whole every label the base model gave even odds).
@@ -204,6 +210,10 @@ class NoisyLabelConfig(TrainingArguments):
     )
     ido_correction: str = field(
         default="auto", metadata={"help": "Stage 2's target for flagged samples.", "choices": CORRECTIONS}
+    )
+    ido_mixup_alpha: float = field(default=1.0, metadata={"help": "'mixup': Beta(a, a) of the mixing weight."})
+    ido_mixup_temperature: float = field(
+        default=0.5, metadata={"help": "'mixup': sharpening temperature of the refined targets."}
     )
     ido_belief_full_at: float = field(
         default=1.0, metadata={"help": "'base_belief': the base model's probability that keeps a label whole."}

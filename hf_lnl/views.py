@@ -278,3 +278,53 @@ class TextMasker:
         draw = torch.rand(input_ids.shape, device=input_ids.device)
         hit = self.eligible(input_ids, attention_mask) & (draw < self.mask_rate)
         return torch.where(hit, torch.full_like(input_ids, self.mask_token_id), input_ids)
+
+
+def mixup_coefficient(alpha: float) -> float:
+    """Mixup's weight of a batch: `lam ~ Beta(alpha, alpha)` folded onto [1/2, 1], so each mixed input stays closer
+    to its own sample than to its partner (MixMatch's rule). Drawn from torch's global CPU RNG, which the Trainer
+    checkpoints.
+
+    Example:
+        >>> _ = torch.manual_seed(0)
+        >>> 0.5 <= mixup_coefficient(1.0) <= 1.0
+        True
+    """
+    alpha_tensor = torch.tensor(float(alpha))
+    lam = float(torch.distributions.Beta(alpha_tensor, alpha_tensor).sample())
+    return max(lam, 1.0 - lam)
+
+
+def embedded(view: dict[str, Any], embeddings: torch.nn.Module) -> dict[str, Any]:
+    """A text view with its `input_ids` replaced by their word embeddings (`inputs_embeds`), which a forward can
+    mix; a view without `input_ids` (images, or already embedded) is returned as it is.
+
+    Example:
+        >>> view = embedded({"input_ids": torch.tensor([[1, 2]])}, torch.nn.Embedding(4, 3))
+        >>> sorted(view), tuple(view["inputs_embeds"].shape)
+        (['inputs_embeds'], (1, 2, 3))
+    """
+    if "input_ids" not in view:
+        return dict(view)
+    rest = {k: v for k, v in view.items() if k != "input_ids"}
+    return {**rest, "inputs_embeds": embeddings(view["input_ids"])}
+
+
+def mixup_view(view: dict[str, Any], lam: float, partner: torch.Tensor) -> dict[str, Any]:
+    """Within-batch mixup of a view (Zhang et al., ICLR 2018): each sample's input becomes `lam x_i + (1 - lam)
+    x_partner(i)`. Images mix `pixel_values`; text mixes `inputs_embeds` (see `embedded`) and attends to the
+    positions either text attends to. Other inputs stay the sample's own.
+
+    Example:
+        >>> view = {"pixel_values": torch.tensor([[0.0], [1.0]])}
+        >>> mixup_view(view, 0.75, torch.tensor([1, 0]))["pixel_values"].flatten().tolist()
+        [0.25, 0.75]
+    """
+    key = "pixel_values" if "pixel_values" in view else "inputs_embeds"
+    if key not in view:
+        raise ValueError("Mixup needs `pixel_values` or `inputs_embeds` (embed text views with `embedded` first).")
+    mixed = {**view, key: lam * view[key] + (1.0 - lam) * view[key][partner]}
+    mask = view.get("attention_mask")
+    if key == "inputs_embeds" and mask is not None:
+        mixed["attention_mask"] = torch.maximum(mask, mask[partner])
+    return mixed

@@ -8,7 +8,14 @@ from transformers import AutoTokenizer, ViTImageProcessor
 
 from hf_lnl import NoisyLabelConfig, NoisyLabelTrainer, clean_dataset
 from hf_lnl.methods import ido as ido_module
-from hf_lnl.methods.ido import MIN_MASKED_TEXT_TOKENS, STAGE1_FOLDER, believed_share, ido_loss, stage_epochs
+from hf_lnl.methods.ido import (
+    MIN_MASKED_TEXT_TOKENS,
+    STAGE1_FOLDER,
+    believed_share,
+    ido_loss,
+    ido_mixup_loss,
+    stage_epochs,
+)
 
 # The tiny models train from scratch: IDO's premise safeguard is off unless a test is about it.
 COMMON = dict(
@@ -135,6 +142,70 @@ def test_discard_gives_a_flagged_sample_no_target():
     assert set(parts) == {"ce", "consistency", "loss"} and per_sample.sum() == 0
     _, half = ido_loss(z_w, z_s, torch.tensor([2]), _stats(0.5, 0.5, 1.0, 1.0), teach_flagged=False)
     assert torch.isclose(half["loss"], half["ce"] + half["consistency"])
+
+
+def test_mixup_teaches_a_clean_sample_its_label_and_a_flagged_one_its_sharpened_weak_prediction():
+    z_w = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]], requires_grad=True)
+    z_mix = torch.tensor([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], requires_grad=True)
+    labels = torch.tensor([0, 2, -100])  # clean, flagged, ignored
+    partner = torch.tensor([1, 0, 2])
+    per_sample, parts, targets = ido_mixup_loss(z_w, z_mix, labels, torch.tensor([1.0, 0.0, 1.0]), 0.75, partner)
+    torch.testing.assert_close(targets[0], torch.tensor([1.0, 0.0, 0.0]))  # a clean label, sharpened: itself
+    q = torch.softmax(z_w[1].detach(), dim=-1) ** 2  # T = 0.5
+    torch.testing.assert_close(targets[1], q / q.sum())  # flagged: the weak view's prediction, sharpened
+    log_p = torch.log_softmax(z_mix.detach(), dim=-1)
+    ce_0 = torch.nn.functional.cross_entropy(z_w[:1].detach(), labels[:1])
+    torch.testing.assert_close(per_sample[0], ce_0 - ((0.75 * targets[0] + 0.25 * targets[1]) * log_p[0]).sum())
+    torch.testing.assert_close(per_sample[1], -((0.75 * targets[1] + 0.25 * targets[0]) * log_p[1]).sum())
+    assert per_sample[2] == 0 and torch.isclose(parts["loss"], per_sample.sum() / 2)  # the ignored label: no loss
+    parts["loss"].backward()
+    assert z_w.grad[1].abs().sum() == 0  # the flagged sample's target is a constant and its label is not taught
+    assert z_w.grad[0].abs().sum() > 0 and z_mix.grad[:2].abs().sum() > 0 and z_mix.grad[2].abs().sum() == 0
+
+
+def test_mixup_stage2_mixes_the_inputs_and_reports_the_refined_targets(tmp_path):
+    """`ido_correction="mixup"` on images: stage 2 forwards the weak view and a within-batch mixup of it (two forwards'
+    worth even for a model without dropout), counts wrong events on the weak view, and reports each flagged sample's
+    refined target as its corrected label."""
+    processor, model, data = _image_setup()
+    seen = []
+    record = lambda module, args, kwargs: seen.append(kwargs["pixel_values"].clone())  # noqa: E731
+    model.register_forward_pre_hook(record, with_kwargs=True)
+    args = NoisyLabelConfig(
+        str(tmp_path), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-3,
+        ido_correction="mixup", noise_score_threshold=0.0, **COMMON,
+    )  # fmt: skip
+    trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+    trainer.train()
+    given = torch.as_tensor(np.asarray(data.with_format("numpy")["pixel_values"]))
+    stage2 = seen[12:]  # stage 1: two epochs of six steps
+    assert [len(batch) for batch in stage2] == [16] * 6
+    for batch in stage2:
+        weak, mixed = batch[:8], batch[8:]
+        assert all(any(torch.equal(row, image) for image in given) for row in weak)  # the inputs as given
+        # the mixed rows are W @ weak with W = lam I + (1 - lam) P: one lam >= 1/2 per batch, P a permutation
+        weights = torch.linalg.lstsq(weak.flatten(1).T, mixed.flatten(1).T).solution.T
+        lam = weights.max(dim=1).values.min()
+        partner = (weights - lam * torch.eye(8)) / (1 - lam)
+        assert 0.5 - 1e-4 <= lam < 1
+        torch.testing.assert_close(partner, partner.round(), atol=1e-3, rtol=0)
+        assert sorted(partner.round().argmax(dim=1).tolist()) == list(range(8))
+    assert trainer.method.views_identical is None  # no one-forward shortcut with mixup
+    assert any("ido_mixup" in entry for entry in trainer.state.log_history)
+    report = trainer.noise_report()
+    assert max(report["stage2_wrong_events"][:]) <= 2  # one stage-2 epoch, the weak view counted twice
+    corrected, given_labels = np.asarray(report["corrected_label"][:]), np.asarray(report["label"][:])
+    targets = trainer.method.weak_predictions
+    np.testing.assert_array_equal(corrected, targets.prediction.numpy())  # every sample flagged: the target's class
+    np.testing.assert_allclose(report["correction_confidence"][:], targets.confidence.numpy())
+    assert (corrected != given_labels).any() and (corrected == given_labels).any()
+
+
+def test_mixup_settings_are_validated(tmp_path):
+    with pytest.raises(ValueError, match="ido_mixup_alpha.*above 0"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mixup_alpha=0.0)
+    with pytest.raises(ValueError, match="ido_mixup_temperature.*\\(0, 1\\]"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_mixup_temperature=2.0)
 
 
 def _ido_run(folder, data, settings: dict, epochs: int, stage1_from=None, seed: int = 0) -> NoisyLabelTrainer:

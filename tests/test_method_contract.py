@@ -105,7 +105,9 @@ CLID_CORRECTION = {
 CORRECTION_COLUMNS = {"corrected_label", "correction_confidence"}  # written only with label correction on
 # The base model's predicted distribution, recorded in stage 1 and taught in stage 2; every label is flagged.
 IDO_BASE_PREDICTION = {"ido_correction": "base_prediction", "noise_score_threshold": 0.0}
-CORRECTIONS = (IDO_CORRECTION, CLID_CORRECTION, IDO_BASE_PREDICTION)
+# Mixup's refined targets on text (mixed word embeddings); every label is flagged, so the report shows corrections.
+IDO_MIXUP = {"ido_correction": "mixup", "noise_score_threshold": 0.0}
+CORRECTIONS = (IDO_CORRECTION, CLID_CORRECTION, IDO_BASE_PREDICTION, IDO_MIXUP)
 # The tiny texts (12 tokens) are too short for the default ("auto") to mask tokens; this masks them (paper's views).
 IDO_MASKED = {"ido_views": "augmented"}
 IDO_BASE_BELIEF = {"ido_correction": "base_belief"}  # per-sample state recorded in stage 1, read in stage 2
@@ -113,7 +115,7 @@ IDO_BASE_BELIEF = {"ido_correction": "base_belief"}  # per-sample state recorded
 CLID_DISPUTED = {"clid_disputed_safeguard": True, "noise_score_threshold": 0.0}
 VARIANTS = [(m, {}) for m in METHODS] + [
     ("ido", IDO_CORRECTION), ("clid_mu", CLID_CORRECTION), ("ido", IDO_MASKED), ("ido", IDO_BASE_BELIEF),
-    ("ido", IDO_BASE_PREDICTION), ("clid_mu", CLID_DISPUTED),
+    ("ido", IDO_BASE_PREDICTION), ("clid_mu", CLID_DISPUTED), ("ido", IDO_MIXUP),
 ]
 
 
@@ -178,7 +180,8 @@ def test_clean_labels_are_never_read_for_training(tmp_path, method, variant):
     "method, step, variant",
     [(m, 8, {}) for m in METHODS]
     + [("ido", 16, {}), ("ido", 16, IDO_CORRECTION), ("clid_mu", 8, CLID_CORRECTION), ("ido", 16, IDO_MASKED)]
-    + [("ido", 4, IDO_BASE_PREDICTION), ("ido", 16, IDO_BASE_PREDICTION), ("clid_mu", 8, CLID_DISPUTED)],
+    + [("ido", 4, IDO_BASE_PREDICTION), ("ido", 16, IDO_BASE_PREDICTION), ("clid_mu", 8, CLID_DISPUTED)]
+    + [("ido", 16, IDO_MIXUP)],
 )
 def test_resumes_bit_identically_from_a_middle_checkpoint(tmp_path, method, step, variant):
     full = _trainer(tmp_path / "full", method, **variant)

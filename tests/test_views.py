@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from hf_lnl.views import ImageViews, TextMasker
+from hf_lnl.views import ImageViews, TextMasker, embedded, mixup_coefficient, mixup_view
 
 MEAN3, STD3 = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -200,3 +200,33 @@ def test_from_tokenizer_minilm() -> None:
     special = torch.isin(enc["input_ids"], torch.tensor(tok.all_special_ids))
     assert torch.equal(out[special], enc["input_ids"][special])
     assert (out != enc["input_ids"]).any()
+
+
+def test_mixup_coefficient_is_folded_onto_the_upper_half_and_follows_the_global_rng() -> None:
+    torch.manual_seed(3)
+    draws = [mixup_coefficient(1.0) for _ in range(200)]
+    assert all(0.5 <= lam <= 1.0 for lam in draws) and len(set(draws)) == 200
+    assert 0.6 < sum(draws) / len(draws) < 0.9  # Beta(1, 1) folded: uniform on [1/2, 1], mean 3/4
+    torch.manual_seed(3)
+    assert mixup_coefficient(1.0) == draws[0]
+
+
+def test_mixup_view_mixes_images_with_their_partners_and_keeps_other_inputs() -> None:
+    pixels = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    labels_like = torch.tensor([7, 8, 9])
+    mixed = mixup_view({"pixel_values": pixels, "extra": labels_like}, 0.75, torch.tensor([2, 0, 1]))
+    torch.testing.assert_close(mixed["pixel_values"], 0.75 * pixels + 0.25 * pixels[[2, 0, 1]])
+    assert torch.equal(mixed["extra"], labels_like)
+
+
+def test_mixup_view_mixes_text_embeddings_and_attends_where_either_text_does() -> None:
+    embeddings = torch.nn.Embedding(10, 4)
+    view = {"input_ids": torch.tensor([[1, 2, 0], [3, 4, 5]]), "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])}
+    as_embeddings = embedded(view, embeddings)
+    assert "input_ids" not in as_embeddings and as_embeddings["attention_mask"] is view["attention_mask"]
+    mixed = mixup_view(as_embeddings, 0.6, torch.tensor([1, 0]))
+    expected = 0.6 * embeddings(view["input_ids"]) + 0.4 * embeddings(view["input_ids"][[1, 0]])
+    torch.testing.assert_close(mixed["inputs_embeds"], expected)
+    assert mixed["attention_mask"].tolist() == [[1, 1, 1], [1, 1, 1]]
+    with pytest.raises(ValueError, match="pixel_values.*inputs_embeds"):
+        mixup_view(view, 0.6, torch.tensor([1, 0]))  # token ids cannot be mixed

@@ -24,9 +24,19 @@ an ambiguous label the base model half believes stays half taught, a confident d
 `ido_correction="base_prediction"` the last term becomes `(1 - p_clean_i) [CE(z_w,i, q_i) + CE(z_s,i, q_i)]`, `q_i`
 being the distribution the base model predicted for the sample (recorded in stage 1, its top classes kept): soft-label
 correction by a teacher chosen before memorisation, which also keeps the share of an ambiguous label it believed. With
-`"discard"` a flagged sample gets no target at all. The default, `"auto"`, is `"base_belief"` when the base model
-still gives at least `MIN_BELIEVED_SHARE` of the flagged labels even odds (`believed_share`: disputed labels, as in
-real crowd noise) and the paper's entropy term otherwise (flips the base model rejects).
+`"discard"` a flagged sample gets no target at all. With `ido_correction="mixup"` (label refinement with mixup, as
+DivideMix does with two networks, here in one) the strong view becomes a within-batch mixup of the inputs
+(`lam x_i + (1 - lam) x_j`, `lam ~ Beta(a, a)` folded onto [1/2, 1]; text mixes word embeddings) and stage 2 trains
+
+    L = mean_i p_clean_i CE(z_w,i, y_i)  +  mean_i CE(z_mix,i, lam t_i + (1 - lam) t_j)
+    t_i = sharpen(p_clean_i onehot(y_i) + (1 - p_clean_i) softmax(z_w,i), T)       (no gradient)
+
+so a flagged sample is taught the weak view's sharpened prediction and a clean one its label, softened where the
+model disagrees; the refined target's most probable class is the report's corrected label.
+
+The default, `"auto"`, is `"base_belief"` when the base model still gives at least `MIN_BELIEVED_SHARE` of the
+flagged labels even odds (`believed_share`: disputed labels, as in real crowd noise) and the paper's entropy term
+otherwise (flips the base model rejects).
 
 The premise safeguard (`ido_premise_safeguard`, on by default): when the samples the stage-1 mixture calls clean were
 still predicted wrongly in over a third of the stage-1 epochs (the base model has not learnt what IDO would trust,
@@ -57,6 +67,7 @@ from ..correction import (
     check_confidence_threshold,
     pseudo_label_loss,
     record_label_belief,
+    sharpen,
 )
 from ..data import IGNORE_INDEX
 from ..features import unwrap_model
@@ -69,7 +80,7 @@ from ..mixture import (
 )
 from ..state import CheckpointStateError
 from ..tracking import flag_ordered_scores, select_base_epoch
-from ..views import RANDAUGMENT_MAX_MAGNITUDE, ImageViews, TextMasker
+from ..views import RANDAUGMENT_MAX_MAGNITUDE, ImageViews, TextMasker, embedded, mixup_coefficient, mixup_view
 from .base import Citation, LNLMethod, MethodOutput
 from .cross_entropy import gce_loss
 from .registry import register_method
@@ -85,7 +96,8 @@ STAGE1_REFIT_ITERATIONS = 20
 STAGE2_REFIT_ITERATIONS = {"global": 1, "per_class": 2}
 MIXTURES = ("per_class", "global")  # ido_mixture
 ENTROPY_TERMS = ("confidence", "plain")  # ido_entropy
-CORRECTIONS = ("auto", "entropy", "pseudo_label", "base_belief", "base_prediction", "discard")  # ido_correction
+# ido_correction
+CORRECTIONS = ("auto", "entropy", "pseudo_label", "base_belief", "base_prediction", "discard", "mixup")
 FALLBACK_LOSSES = ("gce", "cross_entropy")  # ido_fallback_loss
 VIEWS = ("auto", "augmented", "dropout")  # ido_views
 WEAK_PREFIX = "weak_"  # state tensors of the weak view's remembered predictions
@@ -178,7 +190,8 @@ class IDO(LNLMethod):
         "ido_stage1_epochs", "ido_stage2_epochs", "ido_mixture", "ido_min_class_samples", "ido_entropy",
         "ido_stage1_dir", "ido_mask_rate", "ido_mask_token_id", "ido_randaugment_magnitude",
         "ido_lookup_after_counting", "ido_stage1_constant_lr", "ido_extend_stage1", "ido_correction",
-        "ido_pseudo_label_threshold", "ido_premise_safeguard", "ido_fallback_loss", "ido_views",
+        "ido_pseudo_label_threshold", "ido_premise_safeguard", "ido_fallback_loss", "ido_views", "ido_mixup_alpha",
+        "ido_mixup_temperature",
     )  # fmt: skip
     num_views = 2
     restarts_optimizer = True
@@ -195,6 +208,15 @@ class IDO(LNLMethod):
             raise ValueError(
                 "ido_belief_full_at must lie in (0, 1] (a probability of the given label), got "
                 f"{args.ido_belief_full_at}."
+            )
+        if not args.ido_mixup_alpha > 0.0:
+            raise ValueError(
+                f"ido_mixup_alpha is Beta(a, a)'s parameter and must be above 0, got {args.ido_mixup_alpha}."
+            )
+        if not 0.0 < args.ido_mixup_temperature <= 1.0:
+            raise ValueError(
+                f"ido_mixup_temperature sharpens the refined targets and must lie in (0, 1], got "
+                f"{args.ido_mixup_temperature}."
             )
         if not 0.0 < args.ido_mask_rate < 1.0:
             raise ValueError(f"ido_mask_rate must lie in (0, 1), got {args.ido_mask_rate}.")
@@ -314,6 +336,10 @@ class IDO(LNLMethod):
             if self.stage1_predictions is not None and sample_index is not None:
                 self.stage1_predictions.update(sample_index, outputs["logits"])
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
+        if self.correction == "mixup":
+            if self._augments:
+                strong = {**weak, **strong} if strong else self._strong(inputs, views)
+            return self._mixup_step(model, weak, strong if self._augments else weak, labels, sample_index)
         if self.views_identical:  # dropout views of a model without dropout: one forward gives both views
             outputs = model(**weak)
             logits_weak = logits_strong = outputs["logits"].float()
@@ -359,9 +385,50 @@ class IDO(LNLMethod):
         outputs["logits"] = logits_weak
         return MethodOutput(parts["loss"], outputs, (logits_weak, logits_strong), labels, losses, metrics)
 
+    def _mixup_step(
+        self,
+        model: nn.Module,
+        weak: dict[str, Any],
+        strong: dict[str, Any],
+        labels: torch.Tensor,
+        sample_index: torch.Tensor,
+    ) -> MethodOutput:
+        """Stage 2 with `ido_correction="mixup"`: one forward of the weak view and a within-batch mixup of the strong
+        view, trained with `ido_mixup_loss`. Wrong events are counted on the weak view (twice: a mixed input has no
+        single label), which keeps the counts' scale."""
+        size = labels.shape[0]
+        lam = mixup_coefficient(self.args.ido_mixup_alpha)
+        partner = torch.randperm(size, device=labels.device)
+        if "pixel_values" not in weak:  # text mixes word embeddings: both views go in as inputs_embeds
+            embeddings = unwrap_model(model).get_input_embeddings()
+            weak, strong = embedded(weak, embeddings), embedded(strong, embeddings)
+        mixed = mixup_view(strong, lam, partner)
+        batch = {k: torch.cat([v, mixed[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
+        outputs = model(**batch)
+        logits_weak, logits_mixed = outputs["logits"].float().chunk(2)
+        batch_events = None
+        if self.args.ido_lookup_after_counting:  # the wrong events the trainer is about to count for this batch
+            wrong = (logits_weak.argmax(-1) != labels) & (labels != IGNORE_INDEX)
+            batch_events = sum(wrong & self.context.first_visit(sample_index, v) for v in range(self.num_views))
+        p_clean = self._mixture_stats(sample_index, labels, batch_events)[:, 0].to(labels.device)
+        losses, parts, targets = ido_mixup_loss(
+            logits_weak, logits_mixed, labels, p_clean, lam, partner, self.args.ido_mixup_temperature
+        )
+        self.weak_predictions.update(sample_index, targets.clamp_min(1e-30).log())  # the refined targets
+        metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": v for k, v in parts.items() if k != "loss"}
+        metrics["ido_stage"] = 2.0
+        outputs["logits"] = logits_weak
+        return MethodOutput(parts["loss"], outputs, (logits_weak, logits_weak), labels, losses, metrics)
+
     @property
     def _corrects(self) -> bool:
         return self.args.ido_correction == "pseudo_label"
+
+    @property
+    def _remembers_targets(self) -> bool:
+        """The corrections whose per-sample target `weak_predictions` keeps for the report: the pseudo-label (the weak
+        view's prediction) and mixup's refined target."""
+        return self.args.ido_correction in ("pseudo_label", "mixup")
 
     @property
     def _records_belief(self) -> bool:
@@ -448,12 +515,13 @@ class IDO(LNLMethod):
         (`noise_score` above the threshold) and that prediction was confident enough, else the given label. Equal to
         the given labels without `ido_correction="pseudo_label"` or before stage 2."""
         labels = np.asarray(self.context.label_info.labels)
-        if self.stage == 1 or self.fallback or not (self._corrects or self.correction == "base_prediction"):
+        if self.stage == 1 or self.fallback or not (self._remembers_targets or self.correction == "base_prediction"):
             return labels.copy()
         flagged = self.noise_scores() > self.args.noise_score_threshold
         if self.correction == "base_prediction":
             return np.where(flagged & (labels != IGNORE_INDEX), self.base_predictions.predictions()[0], labels)
-        return self.weak_predictions.corrected_labels(labels, flagged, self.args.ido_pseudo_label_threshold)
+        threshold = self.args.ido_pseudo_label_threshold if self._corrects else 0.0  # mixup teaches every target
+        return self.weak_predictions.corrected_labels(labels, flagged, threshold)
 
     def _views_for(self, inputs: dict[str, Any]) -> ImageViews | TextMasker | None:
         if self._views is None:
@@ -650,7 +718,7 @@ class IDO(LNLMethod):
         if self.stage1_counts is not None:
             stage1 = self.stage1_counts.cpu().numpy().astype(np.int64)
             columns.update(stage1_wrong_events=stage1, stage2_wrong_events=counts - stage1)
-        if self.stage == 2 and not self.fallback and (self._corrects or self.correction == "base_prediction"):
+        if self.stage == 2 and not self.fallback and (self._remembers_targets or self.correction == "base_prediction"):
             confidence = (
                 self.base_predictions.predictions()[1]
                 if self.correction == "base_prediction"
@@ -666,7 +734,7 @@ class IDO(LNLMethod):
 
     # ------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
-        tensors = self.weak_predictions.state_dict(WEAK_PREFIX) if self._corrects else {}
+        tensors = self.weak_predictions.state_dict(WEAK_PREFIX) if self._remembers_targets else {}
         if self._records_belief:
             tensors["label_belief"] = self.label_belief
             if self.base_label_belief is not None:
@@ -886,6 +954,53 @@ def ido_loss(
         parts["corrected"] = (corrected * keep).sum().detach() / count
     parts["loss"] = per_sample.sum() / count
     return per_sample, parts
+
+
+def ido_mixup_loss(
+    logits_weak: torch.Tensor,
+    logits_mixed: torch.Tensor,
+    labels: torch.Tensor,
+    p_clean: torch.Tensor,
+    lam: float,
+    partner: torch.Tensor,
+    temperature: float = 0.5,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """IDO's stage-2 loss with `ido_correction="mixup"`: `p_clean CE(z_w, y) + CE(z_mix, lam t + (1 - lam) t[partner])`
+    with the refined targets `t = sharpen(p_clean onehot(y) + (1 - p_clean) softmax(z_w), T)` (no gradient).
+    Returns the per-sample losses, the batch parts (`loss`, `ce`, `mixup`) and the refined targets `t`.
+
+    Args:
+        logits_weak: (B, C) logits of the weak view.
+        logits_mixed: (B, C) logits of the mixed view: sample i mixed `lam : 1 - lam` with sample `partner[i]`.
+        labels: (B,) given labels; -100 samples contribute no loss (their target, the sharpened prediction, can
+            still be a partner's).
+        p_clean: (B,) the mixture's `p_clean` (a constant).
+        lam / partner: the batch's mixup weight and partner of each sample.
+        temperature: sharpening of the refined targets (`ido_mixup_temperature`).
+
+    Example:
+        >>> z, labels = torch.zeros(2, 2), torch.tensor([0, 1])
+        >>> per_sample, parts, targets = ido_mixup_loss(z, z, labels, torch.ones(2), 1.0, torch.arange(2))
+        >>> targets.argmax(-1).tolist(), round(float(parts["ce"]), 4)  # clean samples: their labels, CE = log 2
+        ([0, 1], 0.6931)
+    """
+    keep = labels != IGNORE_INDEX
+    safe = torch.where(keep, labels, torch.zeros_like(labels))
+    z_w, z_mix = logits_weak.float(), logits_mixed.float()
+    p_keep = _flush_tiny(torch.where(keep, p_clean.float().detach(), torch.zeros_like(p_clean, dtype=torch.float)))
+    onehot = F.one_hot(safe, z_w.shape[-1]).float()
+    prediction = F.softmax(z_w.detach(), dim=-1)
+    targets = sharpen(p_keep[:, None] * onehot + (1.0 - p_keep[:, None]) * prediction, temperature)
+    mixed_targets = lam * targets + (1.0 - lam) * targets[partner]
+    parts_per_sample = {
+        "ce": p_keep * F.cross_entropy(z_w, safe, reduction="none"),
+        "mixup": -(mixed_targets * F.log_softmax(z_mix, dim=-1)).sum(-1),
+    }
+    per_sample = sum(parts_per_sample.values()) * keep
+    count = keep.float().sum().clamp_min(1.0)
+    parts = {name: (value * keep).sum() / count for name, value in parts_per_sample.items()}
+    parts["loss"] = per_sample.sum() / count
+    return per_sample, parts, targets
 
 
 def _flush_tiny(weights: torch.Tensor) -> torch.Tensor:
