@@ -58,11 +58,12 @@ class NoisyLabelConfig(TrainingArguments):
             batch's wrong events, as the authors' code does (default False: before, one visit of lag).
         ido_correction: What stage 2 teaches a sample in proportion to its `p_noisy`: `"auto"` (default:
             `"base_belief"` when the base model still gives at least 20% of the flagged labels even odds or better,
-            as on real crowd noise, else `"entropy"`; decided as stage 2 starts, logged as `ido_believed_share`,
-            named in the model card when it keeps the belief), `"entropy"` (the paper: the
-            confidence-weighted entropy of its own prediction), `"pseudo_label"` (label correction: cross-entropy of
-            the strong view against the weak view's prediction when that is at least `ido_pseudo_label_threshold`
-            confident, as FixMatch; the corrected label and its confidence go into the noise report),
+            as on real crowd noise, else `"mixup"` for images and `"entropy"` for text; decided as stage 2 starts,
+            logged as `ido_believed_share`, named in the model card unless it is `"entropy"`), `"entropy"` (the
+            paper: the confidence-weighted entropy of its own prediction), `"pseudo_label"` (label correction:
+            cross-entropy of the strong view against the weak view's prediction when that is at least
+            `ido_pseudo_label_threshold` confident, as FixMatch; the corrected label and its confidence go into the
+            noise report),
             `"base_belief"` (the entropy term, but a flagged sample keeps the share of its given label that the base
             model believed: its cross-entropy weighs `p_clean + (1 - p_clean) q_y`, where `q_y` is the stage-1
             model's probability of the given label at the base epoch; ambiguous labels stay partly taught, confident

@@ -269,20 +269,21 @@ def test_believed_share_counts_the_flagged_labels_the_base_model_still_believes(
     assert believed_share(np.zeros(3), np.ones(3)) == 0.0  # nothing flagged
 
 
-@pytest.mark.parametrize("chosen", ["base_belief", "entropy"])
-def test_auto_correction_trains_exactly_like_the_correction_it_chooses(tmp_path, monkeypatch, chosen):
-    """`ido_correction="auto"` (the default) decides from `believed_share` as stage 2 starts, logs the share, names a
-    kept belief in the model card, and then trains bit for bit like the correction it chose."""
+@pytest.mark.parametrize("chosen, family", [("base_belief", "bert"), ("entropy", "bert"), ("mixup", "vit")])
+def test_auto_correction_trains_exactly_like_the_correction_it_chooses(tmp_path, monkeypatch, chosen, family):
+    """`ido_correction="auto"` (the default) decides from `believed_share` as stage 2 starts (flips on images get
+    mixup, on text the entropy term), logs the share, names a kept belief or mixup in the model card, and then trains
+    bit for bit like the correction it chose."""
     assert NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3).ido_correction == "auto"
     monkeypatch.setattr(ido_module, "MIN_BELIEVED_SHARE", 0.0 if chosen == "base_belief" else 1.01)
-    data = text_dataset(40)
     trained = {}
     for correction in ("auto", chosen):
+        processing_class, model, data = (None, tiny_bert(), text_dataset(40)) if family == "bert" else _image_setup()
         args = NoisyLabelConfig(
             str(tmp_path / correction), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8,
             learning_rate=1e-3, ido_mask_token_id=3, ido_correction=correction, **COMMON,
         )  # fmt: skip
-        trainer = NoisyLabelTrainer(model=tiny_bert(), args=args, train_dataset=data)
+        trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)
         trainer.train()
         trained[correction] = trainer
     auto = trained["auto"]
@@ -291,8 +292,10 @@ def test_auto_correction_trains_exactly_like_the_correction_it_chooses(tmp_path,
     assert len(shares) == 1 and 0.0 <= shares[0] <= 1.0
     notes = auto.method.card_notes()
     assert any("ido_correction='base_belief'" in note for note in notes) == (chosen == "base_belief")
+    assert any("mixup's refined targets" in note for note in notes) == (chosen == "mixup")
     for (name, p), (_, q) in zip(auto.model.named_parameters(), trained[chosen].model.named_parameters()):
         torch.testing.assert_close(p, q, rtol=0, atol=0, msg=name)
+    assert auto.noise_report().to_dict() == trained[chosen].noise_report().to_dict()
 
 
 def test_the_premise_safeguard_is_on_by_default_with_cross_entropy(tmp_path):
@@ -358,7 +361,7 @@ def test_premise_safeguard_falls_back_to_a_plain_loss_when_stage1_did_not_learn_
     with caplog.at_level("WARNING", logger="hf_lnl"):
         trainer.train()
     history = trainer.state.log_history
-    stage2_parts = [entry for entry in history if "ido_consistency" in entry]
+    stage2_parts = [entry for entry in history if "ido_ce" in entry]
     assert any("ido_fallback" in entry for entry in history) is fires
     assert (not stage2_parts) is fires  # the fallback trains with GCE alone: no IDO loss parts
     assert (f"IDO safeguard: stage 2 trained with {named}" in caplog.text) is fires
@@ -440,7 +443,8 @@ def test_ido_trains_end_to_end(tmp_path, family):
     assert any("ido_mixture_alpha0" in entry and "ido_estimated_noise_rate" in entry for entry in history)
     losses = [entry["loss"] for entry in history if "loss" in entry]
     assert losses and np.isfinite(losses).all()
-    assert any("ido_consistency" in entry for entry in history)
+    stage2_term = "ido_consistency" if family == "bert" else "ido_mixup"  # "auto": flips on images get mixup
+    assert any(stage2_term in entry for entry in history)
     for name, parameter in model.named_parameters():
         assert not torch.equal(parameter, before[name]), f"{name} did not change"
     report = trainer.noise_report()
@@ -483,7 +487,7 @@ def test_dropout_views_give_both_forwards_the_inputs_as_given(tmp_path, family):
     model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs[key].clone()), with_kwargs=True)
     args = NoisyLabelConfig(
         str(tmp_path), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-3,
-        ido_views="dropout", **COMMON,
+        ido_views="dropout", ido_correction="entropy", **COMMON,
     )  # fmt: skip
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data)
     trainer.train()
@@ -512,7 +516,7 @@ def test_auto_views_mask_long_texts_and_leave_short_texts_and_images_as_given(tm
     model.register_forward_pre_hook(lambda m, args, kwargs: stage2.append(kwargs[key].clone()), with_kwargs=True)
     args = NoisyLabelConfig(
         str(tmp_path), lnl_method="ido", num_train_epochs=3, per_device_train_batch_size=8, learning_rate=1e-3,
-        **COMMON,
+        ido_correction="entropy", **COMMON,  # the views of the paper's loss (mixup mixes the strong one)
     )  # fmt: skip
     assert args.ido_views == "auto"
     trainer = NoisyLabelTrainer(model=model, args=args, train_dataset=data, processing_class=processing_class)

@@ -35,8 +35,8 @@ so a flagged sample is taught the weak view's sharpened prediction and a clean o
 model disagrees; the refined target's most probable class is the report's corrected label.
 
 The default, `"auto"`, is `"base_belief"` when the base model still gives at least `MIN_BELIEVED_SHARE` of the
-flagged labels even odds (`believed_share`: disputed labels, as in real crowd noise) and the paper's entropy term
-otherwise (flips the base model rejects).
+flagged labels even odds (`believed_share`: disputed labels, as in real crowd noise); otherwise (flips the base model
+rejects) it is `"mixup"` on images and the paper's entropy term on text.
 
 The premise safeguard (`ido_premise_safeguard`, on by default): when the samples the stage-1 mixture calls clean were
 still predicted wrongly in over a third of the stage-1 epochs (the base model has not learnt what IDO would trust,
@@ -249,7 +249,8 @@ class IDO(LNLMethod):
         self.safeguards = []  # a new training run starts with none fired
         self.fallback = False  # the premise safeguard fired: stage 2 is ido_fallback_loss on the unaugmented inputs
         self._views_mode = self.args.ido_views  # "auto" becomes "augmented" (text) or "dropout" (images)
-        self.correction = self.args.ido_correction  # "auto" becomes "base_belief" or "entropy" when stage 2 starts
+        self.correction = self.args.ido_correction  # "auto" becomes "base_belief", "mixup" or "entropy" in stage 2
+        self._images = getattr(unwrap_model(context.model), "main_input_name", None) == "pixel_values"
         # Dropout views only: None until stage 2's first step shows whether the two forwards of the same inputs differ.
         self.views_identical: bool | None = None
         self.num_classes = int(unwrap_model(context.model).config.num_labels)
@@ -428,7 +429,7 @@ class IDO(LNLMethod):
     def _remembers_targets(self) -> bool:
         """The corrections whose per-sample target `weak_predictions` keeps for the report: the pseudo-label (the weak
         view's prediction) and mixup's refined target."""
-        return self.args.ido_correction in ("pseudo_label", "mixup")
+        return self.args.ido_correction in ("pseudo_label", "mixup") or self.correction == "mixup"
 
     @property
     def _records_belief(self) -> bool:
@@ -442,11 +443,15 @@ class IDO(LNLMethod):
     def _resolve_correction(self, p_noisy: np.ndarray) -> dict[str, float]:
         """`ido_correction="auto"`, as stage 2 starts: `"base_belief"` when at least `MIN_BELIEVED_SHARE` of the
         labels the mixture flags (`p_noisy` > 1/2) still had at least even odds under the base model (disputed,
-        mostly right labels: real crowd noise), else the paper's `"entropy"` (flips the base model rejects)."""
+        mostly right labels: real crowd noise); else, for flips the base model rejects, `"mixup"` on images (a model
+        whose main input is `pixel_values`) and the paper's `"entropy"` on text."""
         if self.correction != "auto":
             return {}
         share = believed_share(p_noisy, self.base_label_belief.cpu().numpy())
-        self.correction = "base_belief" if share >= MIN_BELIEVED_SHARE else "entropy"
+        if share >= MIN_BELIEVED_SHARE:
+            self.correction = "base_belief"
+        else:
+            self.correction = "mixup" if self._images else "entropy"
         if self._keeps_belief:
             note = (
                 f"stage 2 kept the share of each flagged label that the base model believed "
@@ -457,9 +462,10 @@ class IDO(LNLMethod):
             self.safeguards.append(note)
             logger.warning(f"IDO safeguard: {note}.")
         else:
+            taught = "mixup's refined targets (images)" if self.correction == "mixup" else "the paper's entropy term"
             logger.info(
                 f"IDO: the base model gave {share:.0%} of the flagged labels at least even odds (under "
-                f"{MIN_BELIEVED_SHARE:.0%}): stage 2 uses the paper's entropy term (ido_correction='auto')."
+                f"{MIN_BELIEVED_SHARE:.0%}): stage 2 teaches the flagged samples {taught} (ido_correction='auto')."
             )
         return {"ido_believed_share": share}
 
@@ -612,7 +618,14 @@ class IDO(LNLMethod):
         return {"ido_stage": 1.0, "ido_stage1_extended": float(self.stage1_epochs)}
 
     def card_notes(self) -> list[str]:
-        return [f"IDO safeguard fired: {note}." for note in self.safeguards]
+        notes = [f"IDO safeguard fired: {note}." for note in self.safeguards]
+        if self.args.ido_correction == "auto" and self.correction == "mixup":
+            notes.append(
+                "IDO's stage 2 taught the flagged samples mixup's refined targets (ido_correction='auto' on images): "
+                "a within-batch mixup of the inputs learnt the sharpened weak-view prediction of each flagged sample "
+                "and the label of each trusted one."
+            )
+        return notes
 
     def _snapshot_base(self, epoch: int) -> None:
         model = unwrap_model(self.context.model)
