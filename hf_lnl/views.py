@@ -8,6 +8,9 @@ Trainer's RNG checkpointing reproduces it.
 
 Text (our adaptation, not in the paper): weak = the tokens as they are, strong = each non-special, non-padding
 token replaced by the mask token with probability 0.15. Lengths never change.
+
+Mixup (IDO's `ido_correction="mixup"`, hf_lnl's): `mixup_view` mixes each sample of a view with a partner in the batch,
+`lam x_i + (1 - lam) x_j` with `mixup_coefficient`'s `lam`; text is mixed as word embeddings (`embedded`).
 """
 
 from __future__ import annotations
