@@ -337,30 +337,23 @@ class IDO(LNLMethod):
             if self.stage1_predictions is not None and sample_index is not None:
                 self.stage1_predictions.update(sample_index, outputs["logits"])
             return MethodOutput(loss, outputs, (outputs["logits"],), labels, losses, {"ido_stage": 1.0})
+        if not self._augments:  # dropout views: both are the inputs as given (a collator's strong view is unused)
+            strong = weak
+        else:
+            strong = {**weak, **strong} if strong else self._strong(inputs, views)
         if self.correction == "mixup":
-            if self._augments:
-                strong = {**weak, **strong} if strong else self._strong(inputs, views)
-            return self._mixup_step(model, weak, strong if self._augments else weak, labels, sample_index)
+            return self._mixup_step(model, weak, strong, labels, sample_index)
         if self.views_identical:  # dropout views of a model without dropout: one forward gives both views
             outputs = model(**weak)
             logits_weak = logits_strong = outputs["logits"].float()
         else:
-            if not self._augments:  # dropout views: both are the inputs as given (a collator's strong view is unused)
-                strong = weak
-            else:
-                strong = {**weak, **strong} if strong else self._strong(inputs, views)
             size = labels.shape[0]
             batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
             outputs = model(**batch)
             logits_weak, logits_strong = outputs["logits"].float().chunk(2)
             if not self._augments and self.views_identical is None:
                 self._check_views_identical(logits_weak, logits_strong)
-        batch_events = None
-        if self.args.ido_lookup_after_counting:  # the wrong events the trainer is about to count for this batch
-            batch_events = sum(
-                ((logits.argmax(-1) != labels) & (labels != IGNORE_INDEX) & self.context.first_visit(sample_index, v))
-                for v, logits in enumerate((logits_weak, logits_strong))
-            )
+        batch_events = self._batch_wrong_events((logits_weak, logits_strong), labels, sample_index)
         stats = self._mixture_stats(sample_index, labels, batch_events)
         belief = soft_targets = None
         if self.correction == "base_prediction":
@@ -407,10 +400,7 @@ class IDO(LNLMethod):
         batch = {k: torch.cat([v, mixed[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
         outputs = model(**batch)
         logits_weak, logits_mixed = outputs["logits"].float().chunk(2)
-        batch_events = None
-        if self.args.ido_lookup_after_counting:  # the wrong events the trainer is about to count for this batch
-            wrong = (logits_weak.argmax(-1) != labels) & (labels != IGNORE_INDEX)
-            batch_events = sum(wrong & self.context.first_visit(sample_index, v) for v in range(self.num_views))
+        batch_events = self._batch_wrong_events((logits_weak, logits_weak), labels, sample_index)
         p_clean = self._mixture_stats(sample_index, labels, batch_events)[:, 0].to(labels.device)
         losses, parts, targets = ido_mixup_loss(
             logits_weak, logits_mixed, labels, p_clean, lam, partner, self.args.ido_mixup_temperature
@@ -421,6 +411,18 @@ class IDO(LNLMethod):
         outputs["logits"] = logits_weak
         return MethodOutput(parts["loss"], outputs, (logits_weak, logits_weak), labels, losses, metrics)
 
+    def _batch_wrong_events(
+        self, view_logits: tuple[torch.Tensor, ...], labels: torch.Tensor, sample_index: torch.Tensor
+    ) -> torch.Tensor | None:
+        """With `ido_lookup_after_counting`, the wrong events the trainer is about to count for this batch from the
+        views' logits (a sample's first visit of each view this epoch); else None."""
+        if not self.args.ido_lookup_after_counting:
+            return None
+        return sum(
+            (logits.argmax(-1) != labels) & (labels != IGNORE_INDEX) & self.context.first_visit(sample_index, v)
+            for v, logits in enumerate(view_logits)
+        )
+
     @property
     def _corrects(self) -> bool:
         return self.args.ido_correction == "pseudo_label"
@@ -429,7 +431,7 @@ class IDO(LNLMethod):
     def _remembers_targets(self) -> bool:
         """The corrections whose per-sample target `weak_predictions` keeps for the report: the pseudo-label (the weak
         view's prediction) and mixup's refined target."""
-        return self.args.ido_correction in ("pseudo_label", "mixup") or self.correction == "mixup"
+        return self.correction in ("pseudo_label", "mixup")  # "auto" may become "mixup", never "pseudo_label"
 
     @property
     def _records_belief(self) -> bool:
