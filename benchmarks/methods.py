@@ -9,8 +9,9 @@ the trainer and its loss:
   `clean_label`, like the oracle): what perfect detection followed by discarding the flagged samples can reach.
 - `none`, `ido`, `clid_mu_head`, `clid_mu_all`, `gce`, `sce`: `hf_lnl.NoisyLabelTrainer` with that `lnl_method`
   (and `clid_scope`); the detection score is the noise report's `noise_score`. These runs also record `eval_clid`
-  per epoch (`clid_per_epoch`) and the test accuracy of the epoch it picks (`clid_accuracy`, the label-free model
-  selection a user without clean labels has).
+  per epoch (`clid_per_epoch`), the epoch `metric_for_best_model="clid"` keeps (`clid_epoch`, 1-based; the
+  trainer's own choice, so IDO's stage 1 is not a candidate) and its test accuracy (`clid_accuracy`, the label-free
+  model selection a user without clean labels has).
 - `cleanlab_k3`, `cleanlab_k5`: K plain trainings, each on K-1 folds, give out-of-sample predicted probabilities;
   `cleanlab.filter.find_label_issues(labels, pred_probs)` flags samples; a plain Trainer is retrained on the kept
   ones. Its issue mask gives precision / recall / F1; its AUROC uses the self-confidence score
@@ -194,9 +195,8 @@ def run_method(
     runtime = sum(t["train_runtime"] for t in trainings)
     steps = sum(t["global_step"] for t in trainings)
     accuracies = result["accuracy_per_epoch"]
-    clid_scores = result.get("clid_per_epoch") or []
-    if len(clid_scores) == len(accuracies) and accuracies:  # the epoch a user without clean labels would keep
-        result["clid_accuracy"] = accuracies[int(np.argmin(clid_scores))]
+    if result.get("clid_epoch") is not None and len(result["clid_per_epoch"]) == len(accuracies):
+        result["clid_accuracy"] = accuracies[result["clid_epoch"] - 1]  # the epoch a user without clean labels keeps
     return {
         **result,
         "best_accuracy": max(accuracies) if accuracies else float("nan"),
@@ -226,9 +226,9 @@ def _run_plain(ctx: RunContext) -> dict[str, Any]:
 
 def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     spec = ctx.spec
-    # eval_clid every epoch: the label-free model selection a user without clean labels has (it only evaluates).
+    # eval_clid every epoch and the trainer's label-free choice among them (it only evaluates; nothing is saved).
     extra: dict[str, Any] = {
-        "lnl_method": spec.lnl_method, "noise_score_threshold": DETECTION_THRESHOLD, "clid_eval": True,
+        "lnl_method": spec.lnl_method, "noise_score_threshold": DETECTION_THRESHOLD, "metric_for_best_model": "clid",
     }  # fmt: skip
     extra.update(ctx.task.method_settings(spec.lnl_method))
     if spec.lnl_method == "clid_mu":
@@ -249,9 +249,11 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     if spec.lnl_method == "clid_mu":
         ranked = "" if trainer.args.clid_noise_score == "meta_weight" else ", its flags ranked by wrong events"
         score += f" (low-weight mixture posterior of meta_weight x its contrast{ranked})"
+    clid_scores = [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry]
     result = {
         "accuracy_per_epoch": _epoch_accuracies(trainer),
-        "clid_per_epoch": [float(entry["eval_clid"]) for entry in trainer.state.log_history if "eval_clid" in entry],
+        "clid_per_epoch": clid_scores,
+        "clid_epoch": _chosen_epoch(clid_scores, trainer.state.best_metric),
         "trainings": [_training_cost(trainer, output)],
         "safeguards": list(trainer.method.safeguards),  # what fired, as the model card names it
     }
@@ -355,6 +357,11 @@ def _plain_trainer(ctx: RunContext, train: datasets.Dataset, evaluate: bool, lab
         compute_metrics=compute_accuracy_metrics if evaluate else None,
         callbacks=[EpochProgress(ctx.progress, label)] if evaluate else [],
     )
+
+
+def _chosen_epoch(scores: list[float], best: float | None) -> int | None:
+    """The 1-based epoch whose score the trainer kept as its best metric (the first with that value); None if none."""
+    return None if best is None else next((epoch for epoch, s in enumerate(scores, 1) if s == best), None)
 
 
 def _epoch_accuracies(trainer: Trainer) -> list[float]:

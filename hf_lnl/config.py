@@ -14,6 +14,8 @@ from .methods import METHOD_NAMES, get_method
 from .methods.clid_mu import CLID_CORRECTIONS, CLID_SCOPES, DISPUTED_RESPONSES, META_OPTIMIZERS, NOISE_SCORES
 from .methods.ido import CORRECTIONS, ENTROPY_TERMS, FALLBACK_LOSSES, MIXTURES, VIEWS
 
+LABEL_FREE_METRICS = ("clid", "eval_clid")  # metric_for_best_model values that select without clean labels
+
 
 @dataclass
 class NoisyLabelConfig(TrainingArguments):
@@ -156,7 +158,8 @@ class NoisyLabelConfig(TrainingArguments):
             each side of that decision by the wrong events counted over the run, as IDO's score does, and
             `"meta_weight"` scores by that product itself. Training does not read it.
         clid_eval: Compute `eval_clid` (label-free model selection); on automatically when
-            `metric_for_best_model="clid"`.
+            `metric_for_best_model="clid"`, which keeps only models the method builds on (with IDO, none of stage 1:
+            stage 2 restarts from the base model).
 
     Parameters of the robust-loss baselines:
         gce_q: Generalized cross-entropy exponent (Zhang & Sabuncu, 2018).
@@ -293,7 +296,7 @@ class NoisyLabelConfig(TrainingArguments):
             fsdp=bool(self.fsdp) or _env_flag("ACCELERATE_USE_FSDP"),
             deepspeed=bool(self.deepspeed) or _env_flag("ACCELERATE_USE_DEEPSPEED"),
         )
-        if self.metric_for_best_model in ("clid", "eval_clid") and self.greater_is_better is None:
+        if self.metric_for_best_model in LABEL_FREE_METRICS and self.greater_is_better is None:
             self.greater_is_better = False  # lower CLID is better; Trainer would guess True for a non-loss name
         super().__post_init__()
         method = get_method(self.lnl_method)
@@ -323,7 +326,7 @@ class NoisyLabelConfig(TrainingArguments):
             raise ValueError("clid_meta_batch_size must be at least 2: CLID compares samples with each other.")
         if not (self.clid_temperature > 0 and math.isfinite(self.clid_temperature)):  # eval_clid uses it too
             raise ValueError(f"clid_temperature must be a positive number, got {self.clid_temperature}.")
-        if self.metric_for_best_model in ("clid", "eval_clid"):
+        if self.metric_for_best_model in LABEL_FREE_METRICS:
             self.clid_eval = True
             if self.greater_is_better:
                 raise ValueError("metric_for_best_model='clid' needs greater_is_better=False (lower CLID is better).")

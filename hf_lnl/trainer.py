@@ -20,7 +20,7 @@ from transformers import Trainer, TrainerCallback, get_scheduler
 from .accumulation import method_loss_is_scaled_for_ga
 from .callbacks import EpochEventsCallback
 from .checkpoints import complete_when_done, resolve_checkpoint
-from .config import NoisyLabelConfig, check_parallelism
+from .config import LABEL_FREE_METRICS, NoisyLabelConfig, check_parallelism
 from .context import TrainerContext
 from .data import SampleIndexCollator, model_task, prepare_train_dataset, with_given_labels
 from .distributed import gather_rows
@@ -194,6 +194,12 @@ class NoisyLabelTrainer(Trainer):
             metrics[f"{metric_key_prefix}_clid"] = evaluate_clid(self)
             self.log({f"{metric_key_prefix}_clid": metrics[f"{metric_key_prefix}_clid"]})
         return metrics
+
+    def _determine_best_metric(self, metrics: dict[str, float], trial: Any) -> bool:
+        # Label-free selection keeps only models the method builds on (IDO: not its stage 1); the best so far stays.
+        if self.args.metric_for_best_model in LABEL_FREE_METRICS and not self.method.selectable():
+            return False
+        return super()._determine_best_metric(metrics, trial)
 
     def prediction_step(self, model: Any, inputs: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         inputs.pop(self.args.sample_index_column, None)

@@ -145,7 +145,9 @@ def test_real_noise_runs_score_the_disputed_samples_and_need_no_clean_labels(tmp
     assert "detection" not in result and result["noise"] == {"disputed_share": pytest.approx(1 / 3, abs=0.01)}
     scores = result["noise_score_by_agreement"]
     assert set(scores) == {"agreed", "disputed", "auroc_disputed"} and 0 <= scores["auroc_disputed"] <= 1
-    assert len(result["clid_per_epoch"]) == 3 and result["clid_accuracy"] in result["accuracy_per_epoch"]
+    clid_scores, chosen = result["clid_per_epoch"], result["clid_epoch"]
+    assert len(clid_scores) == 3 and chosen == int(np.argmin(clid_scores)) + 1  # lnl_method "none": any epoch
+    assert result["clid_accuracy"] == result["accuracy_per_epoch"][chosen - 1]
     with pytest.raises(ValueError, match="oracle trains on clean labels"):
         methods.run_method("oracle", task, data, cell, seed=0, progress=lambda message: None)
 

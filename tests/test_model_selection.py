@@ -147,3 +147,36 @@ def test_eval_clid_leaves_the_training_unchanged(tmp_path):
 
     for a, b in zip(train(False).parameters(), train(True).parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("metric, chosen_epoch", [("clid", 4), ("accuracy", 1)])
+def test_label_free_selection_skips_ido_stage1(tmp_path, monkeypatch, metric, chosen_epoch):
+    """IDO's stage 2 restarts from the base model, so `metric_for_best_model="clid"` keeps none of stage 1 (epochs
+    1-2 here, the lowest CLID); a clean validation metric may still pick one."""
+    from hf_lnl import trainer as trainer_module
+
+    per_epoch = iter([1.0, 0.5, 3.0, 2.0])  # epoch 2 has the lowest CLID and the highest accuracy
+    scores: list[float] = []
+
+    def scripted(trainer, dataset=None):
+        scores.append(next(per_epoch))
+        return scores[-1]
+
+    monkeypatch.setattr(trainer_module, "evaluate_clid", scripted)
+    accuracy = iter([0.9, 0.8, 0.1, 0.2])  # epoch 1 is best on the clean validation set
+    args = _config(
+        tmp_path, lnl_method="ido", num_train_epochs=4, ido_stage1_epochs=2, ido_stage2_epochs=2, learning_rate=1e-3,
+        per_device_train_batch_size=8, eval_strategy="epoch", save_strategy="epoch", metric_for_best_model=metric,
+        load_best_model_at_end=True, clid_eval=True,
+    )
+    trainer = NoisyLabelTrainer(
+        model=_vit(), args=args, train_dataset=image_dataset(32), eval_dataset=image_dataset(8, seed=1),
+        compute_metrics=lambda prediction: {"accuracy": next(accuracy)},
+    )
+    trainer.train()
+    assert trainer.method.stage1_epochs == 2  # no extension: the epochs are the stages above
+    evaluations = [entry for entry in trainer.state.log_history if "eval_accuracy" in entry]
+    assert [entry["epoch"] for entry in evaluations] == [1, 2, 3, 4] and scores == [1.0, 0.5, 3.0, 2.0]
+    chosen_step = next(entry["step"] for entry in evaluations if entry["epoch"] == chosen_epoch)
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{chosen_step}")
+    assert trainer.state.best_metric == {"clid": 2.0, "accuracy": 0.9}[metric]

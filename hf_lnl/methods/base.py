@@ -354,6 +354,15 @@ class LNLMethod:
         """Sentences for the model card about this run (e.g. a safeguard that fired)."""
         return []
 
+    # ------------------------------------------------------------------------------------ model selection
+    def selectable(self) -> bool:
+        """Whether label-free model selection (`metric_for_best_model="clid"`) may keep the current model.
+
+        False while the model is one the method itself will not build on (IDO's stage 1, which stage 2 restarts
+        from the base model). Selection on a clean validation metric is not restricted: it measures the model.
+        """
+        return True
+
 
 def undeclared_names(names: Iterable[str], patterns: tuple[str, ...]) -> list[str]:
     """The names that match none of the fnmatch `patterns` (a state tensor or report column a method did not declare).

@@ -619,6 +619,11 @@ class IDO(LNLMethod):
         logger.warning(f"IDO safeguard: {note}.")
         return {"ido_stage": 1.0, "ido_stage1_extended": float(self.stage1_epochs)}
 
+    def selectable(self) -> bool:
+        """From the end of stage 2's first epoch on: stage 2 does not keep the stage-1 models (the base model it
+        restarts from is evaluated at the end of stage 1). The same rule holds when the premise fallback fires."""
+        return self.context.epochs_completed > self.stage1_epochs
+
     def card_notes(self) -> list[str]:
         notes = [f"IDO safeguard fired: {note}." for note in self.safeguards]
         if self.args.ido_correction == "auto" and self.correction == "mixup":
