@@ -236,7 +236,7 @@ def _run_hf_lnl(ctx: RunContext) -> dict[str, Any]:
     extra.update(ctx.settings)  # an ablation's NoisyLabelConfig overrides (`run.py --set`)
     trainer = NoisyLabelTrainer(
         model=ctx.data.make_model(ctx.seed),
-        args=NoisyLabelConfig(**training_kwargs(ctx.task, ctx.seed, ctx.workdir), **extra),
+        args=NoisyLabelConfig(**{**training_kwargs(ctx.task, ctx.seed, ctx.workdir), **extra}),  # --set may override
         train_dataset=ctx.train,
         eval_dataset=ctx.data.test,
         processing_class=ctx.data.processing_class,

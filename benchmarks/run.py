@@ -422,8 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output", default=str(DEFAULT_OUTPUT), help="Folder of <suite>.jsonl / .md / plots.")
     parser.add_argument("--max-runs", type=int, default=None, help="Stop after this many runs (for testing).")
     parser.add_argument("--set", dest="settings", action="append", type=parse_setting, default=[], metavar="KEY=VALUE",
-                        help="A NoisyLabelConfig override for the hf_lnl methods (an ablation; repeatable; needs "
-                        "--output: ablations stay out of the suite's own results).")  # fmt: skip
+                        help="A NoisyLabelConfig override for the hf_lnl methods, a method's setting or one of the "
+                        "task's training settings (warmup_steps=0); an ablation: repeatable, needs --output "
+                        "(ablations stay out of the suite's own results).")  # fmt: skip
     parser.add_argument("--dry-run", action="store_true",
                         help="List the runs in order (done / copied from another suite / pending); exit.")  # fmt: skip
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,

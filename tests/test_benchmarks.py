@@ -130,6 +130,27 @@ def test_clid_runs_start_with_the_task_s_cross_entropy_warm_up(tmp_path, monkeyp
     assert "CLID-MU: 3 epochs of cross-entropy first" in tasks.TASKS["C"].recipe
 
 
+def test_an_ablation_setting_overrides_the_task_s_training_settings(tmp_path, monkeypatch):
+    import methods
+
+    task = tasks.TASKS["C"]
+    data, configs = tasks.load_task("C", tmp_path), []
+
+    class Built(Exception):
+        pass
+
+    def build(*, args, **kwargs):
+        configs.append(args)
+        raise Built
+
+    monkeypatch.setattr(methods, "NoisyLabelTrainer", build)
+    settings = {"warmup_steps": 0, "ido_correction": "entropy"}  # a recipe field and a method field (`run.py --set`)
+    with pytest.raises(Built):
+        methods.run_method("ido", task, data, task.cell("sym40"), 0, lambda message: None, settings=settings)
+    assert (configs[0].warmup_steps, configs[0].ido_correction) == (0, "entropy")
+    assert configs[0].learning_rate == task.learning_rate and configs[0].metric_for_best_model == "clid"
+
+
 def test_real_noise_runs_score_the_disputed_samples_and_need_no_clean_labels(tmp_path):
     import dataclasses
 
