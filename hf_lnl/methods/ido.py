@@ -348,8 +348,7 @@ class IDO(LNLMethod):
             logits_weak = logits_strong = outputs["logits"].float()
         else:
             size = labels.shape[0]
-            batch = {k: torch.cat([v, strong[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
-            outputs = model(**batch)
+            outputs = model(**_two_views(weak, strong, size))
             logits_weak, logits_strong = outputs["logits"].float().chunk(2)
             if not self._augments and self.views_identical is None:
                 self._check_views_identical(logits_weak, logits_strong)
@@ -397,10 +396,10 @@ class IDO(LNLMethod):
             embeddings = unwrap_model(model).get_input_embeddings()
             weak, strong = embedded(weak, embeddings), embedded(strong, embeddings)
         mixed = mixup_view(strong, lam, partner)
-        batch = {k: torch.cat([v, mixed[k]]) if _is_per_sample(v, size) else v for k, v in weak.items()}
-        outputs = model(**batch)
+        outputs = model(**_two_views(weak, mixed, size))
         logits_weak, logits_mixed = outputs["logits"].float().chunk(2)
-        batch_events = self._batch_wrong_events((logits_weak, logits_weak), labels, sample_index)
+        view_logits = (logits_weak, logits_weak)  # the weak view counted twice, as the two-view loss counts two views
+        batch_events = self._batch_wrong_events(view_logits, labels, sample_index)
         p_clean = self._mixture_stats(sample_index, labels, batch_events)[:, 0].to(labels.device)
         losses, parts, targets = ido_mixup_loss(
             logits_weak, logits_mixed, labels, p_clean, lam, partner, self.args.ido_mixup_temperature
@@ -409,7 +408,7 @@ class IDO(LNLMethod):
         metrics: dict[str, torch.Tensor | float] = {f"ido_{k}": v for k, v in parts.items() if k != "loss"}
         metrics["ido_stage"] = 2.0
         outputs["logits"] = logits_weak
-        return MethodOutput(parts["loss"], outputs, (logits_weak, logits_weak), labels, losses, metrics)
+        return MethodOutput(parts["loss"], outputs, view_logits, labels, losses, metrics)
 
     def _batch_wrong_events(
         self, view_logits: tuple[torch.Tensor, ...], labels: torch.Tensor, sample_index: torch.Tensor
@@ -1035,6 +1034,12 @@ def _flush_tiny(weights: torch.Tensor) -> torch.Tensor:
 
 def _is_per_sample(value: Any, batch_size: int) -> bool:
     return isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == batch_size
+
+
+def _two_views(first: dict[str, Any], second: dict[str, Any], batch_size: int) -> dict[str, Any]:
+    """One batch of both views for a single forward: per-sample tensors stacked (`first`'s rows, then `second`'s),
+    the rest (e.g. flags) as in `first`."""
+    return {k: torch.cat([v, second[k]]) if _is_per_sample(v, batch_size) else v for k, v in first.items()}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
