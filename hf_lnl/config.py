@@ -52,6 +52,12 @@ class NoisyLabelConfig(TrainingArguments):
             as exactly that plain run. `True`: constant for every model (hf_lnl 0.3's default). `False`: the
             config's schedule within stage 1's own epochs (e.g. warm-up and linear decay to 0). Stage 2 always has
             the config's schedule over its own epochs.
+        ido_stage2_learning_rate: Stage 2's peak learning rate (`None`, the default: `learning_rate`). Stage 2 restarts
+            its optimiser and schedule; with a value, every parameter group's rate is scaled by
+            `ido_stage2_learning_rate / learning_rate` (stage 1 and the premise fallback keep `learning_rate`). On
+            Task A (MiniLM-L6, 4 stage-2 epochs at 5e-5) twice the rate with `ido_correction="pseudo_label"` was
+            measured above IDO's default (benchmarks/results/ablations/README.md, "IDO's stage 2 at twice the
+            learning rate").
         ido_extend_stage1: Safeguard for a base model still learning at the planned end of stage 1 (e.g. a network
             trained from scratch): while the last epoch changed fewer predictions than the one before, stage 1 goes on
             for one more epoch (taken from stage 2, which keeps at least one). Logged and named in the model card when
@@ -205,6 +211,9 @@ class NoisyLabelConfig(TrainingArguments):
     ido_stage1_constant_lr: bool | None = field(
         default=None,
         metadata={"help": "IDO's stage 1 at a constant rate (default: if pretrained; else the run's schedule)."},
+    )
+    ido_stage2_learning_rate: float | None = field(
+        default=None, metadata={"help": "IDO's stage-2 peak learning rate (default: learning_rate)."}
     )
     ido_extend_stage1: bool = field(
         default=False, metadata={"help": "Safeguard: extend stage 1 while the prediction change is still falling."}

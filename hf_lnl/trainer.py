@@ -205,6 +205,15 @@ class NoisyLabelTrainer(Trainer):
         inputs.pop(self.args.sample_index_column, None)
         return super().prediction_step(model, inputs, *args, **kwargs)
 
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        built = self.optimizer is None
+        optimizer = super().create_optimizer(model)
+        rate = self.method.learning_rate()
+        if built and rate is not None and rate != self.args.learning_rate:  # before the schedule reads the rates
+            for group in optimizer.param_groups:  # the groups keep their ratios to learning_rate
+                group["lr"] = rate * (group["lr"] / self.args.learning_rate) if self.args.learning_rate else rate
+        return optimizer
+
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
         steps, scheduler_type = self.method.training_steps(num_training_steps), self.method.lr_scheduler_type()
         if scheduler_type is None or self.lr_scheduler is not None:

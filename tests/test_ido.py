@@ -569,11 +569,13 @@ def test_stage2_from_a_saved_stage1(tmp_path):
     second = NoisyLabelTrainer(
         model=tiny_bert(seed=5),
         args=NoisyLabelConfig(
-            str(tmp_path / "b"), num_train_epochs=2, ido_stage1_dir=str(stage1), **settings, **COMMON
+            str(tmp_path / "b"), num_train_epochs=2, ido_stage1_dir=str(stage1), ido_stage2_learning_rate=2e-3,
+            **settings, **COMMON,
         ),
         train_dataset=data,
     )
     second.train()
+    assert set(second.lr_scheduler.base_lrs) == {2e-3}  # a stage-2-only run trains at stage 2's rate
     report = second.noise_report()
     assert report["stage1_wrong_events"][:] == first.noise_report()["stage1_wrong_events"][:]
     assert max(report["stage2_wrong_events"][:]) <= 4
@@ -708,6 +710,40 @@ def test_stage1_learning_rate_then_a_fresh_stage2_schedule(tmp_path, constant, p
     else:  # the config's linear decay within stage 1's own steps, near 0 at its end
         assert stage1 == sorted(stage1, reverse=True) and stage1[-1] < 1e-3 / 4
     assert stage2[0] == pytest.approx(1e-3) and stage2 == sorted(stage2, reverse=True) and stage2[-1] < 1e-3 / 2
+
+
+def test_stage2_learning_rate_is_stage2_peak_and_survives_a_resume(tmp_path):
+    def trainer(folder, **settings):  # a pretrained model: stage 1 at the constant rate
+        args = NoisyLabelConfig(
+            str(tmp_path / folder), lnl_method="ido", num_train_epochs=4, per_device_train_batch_size=8,
+            learning_rate=1e-3, ido_views="dropout", **settings,
+            **{**COMMON, "logging_steps": 1, "save_strategy": "steps"}, save_steps=14,
+        )  # fmt: skip
+        model = _pretrained_tiny_bert(tmp_path / "pretrained")
+        return NoisyLabelTrainer(model=model, args=args, train_dataset=text_dataset(48))
+
+    full = trainer("full", ido_stage2_learning_rate=3e-3)
+    full.train()
+    rates = _learning_rates(full)
+    stage1 = [rate for epoch, rate in rates if epoch <= 2]
+    stage2 = [rate for epoch, rate in rates if epoch > 2]
+    assert stage1 == [1e-3] * 12  # stage 1 keeps learning_rate
+    assert stage2[0] == pytest.approx(3e-3) and stage2 == sorted(stage2, reverse=True) and stage2[-1] < 3e-3 / 2
+    default = trainer("default")
+    default.train()
+    assert [rate * 3 for epoch, rate in _learning_rates(default) if epoch > 2] == pytest.approx(stage2)
+
+    resumed = trainer("resumed", ido_stage2_learning_rate=3e-3)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-14"))  # 2 steps into stage 2
+    assert _learning_rates(resumed) == rates[-len(_learning_rates(resumed)) :]
+    for a, b in zip(full.model.parameters(), resumed.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("rate", [0.0, -1e-5, float("nan")])
+def test_stage2_learning_rate_is_validated(tmp_path, rate):
+    with pytest.raises(ValueError, match="ido_stage2_learning_rate must be a positive learning rate"):
+        NoisyLabelConfig(str(tmp_path), lnl_method="ido", num_train_epochs=3, ido_stage2_learning_rate=rate)
 
 
 def test_premise_fallback_after_a_from_scratch_stage1_is_the_plain_run(tmp_path, monkeypatch):

@@ -315,6 +315,11 @@ class LNLMethod:
         """The learning-rate schedule to build now (a `transformers.get_scheduler` name); None: the config's."""
         return None
 
+    def learning_rate(self) -> float | None:
+        """The peak learning rate of the optimiser built now (every parameter group is scaled by its ratio to the
+        config's `learning_rate`); None: the config's."""
+        return None
+
     # ---------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors to save in every checkpoint (their names match `state_tensors`)."""

@@ -225,6 +225,12 @@ class IDO(LNLMethod):
                 f"ido_randaugment_magnitude must lie in [0, {RANDAUGMENT_MAX_MAGNITUDE}] (kornia's scale), got "
                 f"{args.ido_randaugment_magnitude}."
             )
+        rate = args.ido_stage2_learning_rate
+        if rate is not None and not (math.isfinite(rate) and rate > 0.0):
+            raise ValueError(
+                f"ido_stage2_learning_rate must be a positive learning rate, got {rate}; leave it unset (None) for "
+                "stage 2 to train at learning_rate."
+            )
         if args.ido_min_class_samples < 1:
             raise ValueError(f"ido_min_class_samples must be at least 1, got {args.ido_min_class_samples}.")
         if args.ido_mask_token_id is not None and args.ido_mask_token_id < 0:
@@ -304,6 +310,10 @@ class IDO(LNLMethod):
         """Stage 1 at a constant learning rate for a pretrained model (the authors' choice,
         `ido_stage1_constant_lr`); otherwise the config's schedule."""
         return "constant" if self.stage == 1 and self.stage1_schedule == "constant" else None
+
+    def learning_rate(self) -> float | None:
+        """Stage 2's peak rate, `ido_stage2_learning_rate` (None: the config's); stage 1 and the fallback keep it."""
+        return self.args.ido_stage2_learning_rate if self.stage == 2 and not self.fallback else None
 
     def training_steps(self, num_training_steps: int) -> int:
         if self.on_run_schedule:
